@@ -261,7 +261,8 @@ def _stage_new_model(repo: Path, cfg: cfgmod.ModelConfig, version: int, cand: Ca
         mdir = tmp / cand.name
         (mdir / str(version)).mkdir(parents=True)
         _write(mdir / "config.pbtxt", cfgmod.dumps(cfg).encode())
-        gpu = cfgmod.loads(cfgmod.dumps(cfg))
+        gpu = cfgmod.ModelConfig()
+        gpu.CopyFrom(cfg)
         for g in gpu.instance_group:
             g.kind = cfgmod.mc.ModelInstanceGroup.Kind.Value("KIND_GPU")
         (mdir / "configs").mkdir()
