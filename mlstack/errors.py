@@ -41,6 +41,12 @@ class ParityError(PublishError):
     code = "parity_failed"
 
 
+class BelowThreshold(PublishError):
+    """A trained model misses its headline-metric threshold; it is not published."""
+
+    code = "below_threshold"
+
+
 class ModelNotFound(MlstackError):
     code = "model_not_found"
     status = 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mlstack.errors import BelowThreshold
 from mlstack.repository.publish import Candidate, Published, publish
 from mlstack.settings import Settings
 from training.base import Report, git_revision
@@ -15,12 +16,17 @@ logger = logging.getLogger(__name__)
 
 
 def train_and_publish(name: str, repo: Path, settings: Settings, report: Report) -> Published:
-    """Train recipe ``name`` and publish it as a new version; refuses (ParityError) without writing."""
+    """Train recipe ``name`` and publish it as a new version.
+
+    Refuses without writing anything when the held-out metric misses its threshold (BelowThreshold), the
+    export disagrees with the native model (ParityError) or the repository refuses the version (PublishError).
+    """
     recipe = get_recipe(name)
     result = recipe.train(report)
     hm = result.card.headline_metric
     if hm is not None and not hm.passed:
-        report(f"warning: {name} {hm.name}={hm.value:.4f} misses its threshold {hm.threshold}")
+        raise BelowThreshold(f"{name}: held-out {hm.name} {hm.value:.4f} misses its threshold {hm.threshold}; not published",
+                             details={"metric": hm.model_dump()})
     result.card.parity = check_parity(result)
     report(f"parity ok: {result.card.parity.n_rows} rows, max abs diff {result.card.parity.max_abs_diff:.2e}")
     result.card.git_revision = git_revision()

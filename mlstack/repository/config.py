@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import onnx
 from google.protobuf import text_format
@@ -10,9 +11,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from mlstack.errors import PublishError
 
-ModelConfig = mc.ModelConfig
+# The generated protobuf classes ship without type stubs; to mypy a config is Any.
+ModelConfig: Any = mc.ModelConfig
+ModelConfigT = Any
 
-ONNX_TO_TRITON = {
+ONNX_TO_TRITON: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
     onnx.TensorProto.DOUBLE: "TYPE_FP64",
     onnx.TensorProto.FLOAT16: "TYPE_FP16",
@@ -84,7 +87,7 @@ def config_from_onnx(
     label_output: str | None = None,
     response_cache: bool = True,
     warmup: bool = True,
-) -> ModelConfig:
+) -> ModelConfigT:
     """Build a Triton config whose inputs/outputs are read from the graph itself."""
     batching = max_batch_size > 0
     init_names = {i.name for i in model.graph.initializer}
@@ -136,12 +139,12 @@ def _add_tensor(msg, spec: dict) -> None:
         msg.label_filename = spec["label_filename"]
 
 
-def dumps(cfg: ModelConfig) -> str:
+def dumps(cfg: ModelConfigT) -> str:
     """Protobuf text format, exactly what Triton parses."""
     return text_format.MessageToString(cfg)
 
 
-def loads(text: str) -> ModelConfig:
+def loads(text: str) -> ModelConfigT:
     """Parse config.pbtxt text; raises PublishError on malformed text."""
     try:
         return text_format.Parse(text, ModelConfig())
@@ -149,11 +152,11 @@ def loads(text: str) -> ModelConfig:
         raise PublishError(f"config.pbtxt does not parse: {exc}", code="invalid_config") from exc
 
 
-def read_config(path: Path) -> ModelConfig:
+def read_config(path: Path) -> ModelConfigT:
     return loads(path.read_text())
 
 
-def signature(cfg: ModelConfig) -> dict:
+def signature(cfg: ModelConfigT) -> dict:
     """Inputs/outputs as plain data, used to compare a new version with the model's config."""
     return {
         "max_batch_size": cfg.max_batch_size,
