@@ -17,15 +17,17 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Trains the ten demo models only when model_repository/ holds none, then runs the stack in the foreground.
 up: install
-	@echo "mlstack: model training and serving land with the recipes and Triton issues; installed into $(VENV)."
+	$(BIN)/mlstack train --all --if-empty
+	$(BIN)/mlstack up $(UP_ARGS)
 
 test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check mlstack training tests
-	$(BIN)/mypy mlstack
+	$(BIN)/ruff check .
+	$(BIN)/mypy mlstack training
 
 clean:
 	rm -rf $(VENV) var

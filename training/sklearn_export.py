@@ -35,6 +35,7 @@ def to_onnx(estimator: Any, n_features: int, output_names: list[str], zipmap: bo
     options = {id(estimator): {"zipmap": zipmap}} if zipmap is not None else None
     onx = convert_sklearn(estimator, initial_types=[("input", FloatTensorType([None, n_features]))],
                           options=options, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+    onx.graph.name = type(estimator).__name__  # skl2onnx picks a random uuid; a fixed name keeps exports byte-identical
     return rename_outputs(onx, output_names).SerializeToString()
 
 

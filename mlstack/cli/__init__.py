@@ -6,10 +6,11 @@ import logging
 
 import typer
 
-from mlstack.cli import repo
+from mlstack.cli import repo, stack
 
 app = typer.Typer(help="mlstack: model repository and serving stack.", no_args_is_help=True)
 repo.register(app)
+stack.register(app)
 
 
 @app.callback()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,7 @@ from mlstack.repository.publish import Candidate, load_onnx
 from mlstack.repository.publish import publish as do_publish
 from mlstack.settings import get_settings
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
