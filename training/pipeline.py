@@ -35,4 +35,5 @@ def train_and_publish(name: str, repo: Path, settings: Settings, report: Report)
                      label_output=result.label_output, extra_files=result.extra_files)
     return publish(repo, cand, max_batch_size=settings.default_max_batch_size,
                    instance_count=settings.default_instance_count,
-                   max_queue_delay_us=settings.default_max_queue_delay_us)
+                   max_queue_delay_us=settings.default_max_queue_delay_us,
+                   version_policy_latest=settings.default_version_policy_latest)

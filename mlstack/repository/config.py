@@ -87,6 +87,7 @@ def config_from_onnx(
     label_output: str | None = None,
     response_cache: bool = True,
     warmup: bool = True,
+    num_versions: int = 1,
 ) -> ModelConfigT:
     """Build a Triton config whose inputs/outputs are read from the graph itself."""
     batching = max_batch_size > 0
@@ -105,7 +106,7 @@ def config_from_onnx(
         _add_tensor(cfg.input.add(), spec)
     for spec in outputs:
         _add_tensor(cfg.output.add(), spec)
-    cfg.version_policy.latest.num_versions = 1
+    cfg.version_policy.latest.num_versions = num_versions
     if batching:
         cfg.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     group = cfg.instance_group.add()

@@ -103,11 +103,11 @@ def _schema(cfg: cfgmod.ModelConfig, tensors) -> list[TensorSchema]:
 
 
 def build_config(cand: Candidate, model: onnx.ModelProto, *, max_batch_size: int, instance_count: int,
-                 max_queue_delay_us: int, kind: str = "KIND_CPU") -> cfgmod.ModelConfig:
+                 max_queue_delay_us: int, kind: str = "KIND_CPU", version_policy_latest: int = 1) -> cfgmod.ModelConfig:
     return cfgmod.config_from_onnx(
         model, cand.name, max_batch_size=max_batch_size, instance_count=instance_count,
         instance_kind=kind, max_queue_delay_us=max_queue_delay_us,
-        label_output=cand.label_output if cand.labels else None,
+        label_output=cand.label_output if cand.labels else None, num_versions=version_policy_latest,
     )
 
 
@@ -161,6 +161,7 @@ def publish(
     max_batch_size: int = 64,
     instance_count: int = 1,
     max_queue_delay_us: int = 0,
+    version_policy_latest: int = 1,
 ) -> Published:
     """Validate ``cand`` and publish it as version ``version`` (default: latest + 1)."""
     validate_name(cand.name)
@@ -168,7 +169,7 @@ def publish(
         raise PublishError(f"version must be an integer >= 1, got {version}", code="invalid_version")
     model = load_onnx(cand.onnx_bytes)
     cfg = build_config(cand, model, max_batch_size=max_batch_size, instance_count=instance_count,
-                       max_queue_delay_us=max_queue_delay_us)
+                       max_queue_delay_us=max_queue_delay_us, version_policy_latest=version_policy_latest)
     smoke_run(cand.onnx_bytes, cfg)
     if cand.labels and cfg.max_batch_size > 0:
         lab = next(t for t in cfg.output if t.name == cand.label_output)

@@ -1,0 +1,1 @@
+"""The embedded Triton tier: launcher for the nvidia-pytriton tritonserver and our Python-based onnxruntime backend."""

@@ -1,0 +1,261 @@
+"""Start, watch and stop the embedded tritonserver (the nvidia-pytriton wheel's binary) for `mlstack up/down`.
+
+The server runs in its own process group, so stopping it also ends its Python backend stubs; a pid file
+under ``var_dir/run`` lets `mlstack down` in another shell stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from mlstack.errors import MlstackError
+from mlstack.settings import Settings
+from services.triton.health import health
+from services.triton.install import INSTALL_HINT, TritonNotInstalled, backend_dir, find_dist, server_env
+from services.triton.logs import cause_from_log
+
+logger = logging.getLogger(__name__)
+
+KILL_GRACE_S = 5.0
+
+
+class TritonStartError(MlstackError):
+    """tritonserver did not become ready; the message names the cause found in its log."""
+
+    code = "triton_start_failed"
+    status = 503
+
+
+def pid_file(settings: Settings) -> Path:
+    return Path(settings.var_dir) / "run" / "triton.pid"
+
+
+def log_file(settings: Settings) -> Path:
+    return Path(settings.var_dir) / "logs" / "triton.log"
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as servers use it: TIME_WAIT leftovers don't count, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class TritonServer:
+    """One tritonserver process serving ``repository`` (default ``settings.repository``) with ``settings``."""
+
+    def __init__(self, settings: Settings, repository: Path | None = None) -> None:
+        self.settings = settings
+        self.repository = Path(repository if repository is not None else settings.repository).resolve()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = log_file(settings)
+
+    # ---- URLs -------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return self.settings.triton_http_url
+
+    @property
+    def grpc_url(self) -> str:
+        return self.settings.triton_grpc_url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.settings.triton_metrics_url
+
+    # ---- command line -------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """The full tritonserver argv derived from the settings."""
+        s = self.settings
+        dist = find_dist()
+        argv = [
+            str(dist.binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_dir(s.var_dir, dist)}",
+            f"--cache-directory={dist.cache_dir}",
+            f"--http-address={s.triton_host}", f"--http-port={s.triton_http_port}",
+            f"--grpc-address={s.triton_host}", f"--grpc-port={s.triton_grpc_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+            f"--metrics-address={s.triton_host}", f"--metrics-port={s.triton_metrics_port}",
+            f"--model-control-mode={s.triton_model_control_mode}",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--exit-timeout-secs={s.triton_exit_timeout_s}",
+            f"--log-verbose={s.triton_log_verbose}",
+            # No GPU memory pools on a CPU box; the stock container on a GPU host keeps its defaults.
+            "--pinned-memory-pool-byte-size=0",
+        ]
+        if s.triton_model_control_mode == "poll":
+            argv.append(f"--repository-poll-secs={s.triton_poll_interval_s}")
+        elif s.triton_model_control_mode == "explicit":
+            argv.append("--load-model=*")
+        if s.triton_cache_size > 0:
+            argv.append(f"--cache-config=local,size={s.triton_cache_size}")
+        return argv
+
+    def env(self) -> dict[str, str]:
+        return server_env(find_dist())
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> None:
+        """Spawn tritonserver and wait until it is ready; TritonStartError names the cause otherwise."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        s = self.settings
+        timeout = s.triton_startup_timeout_s if timeout is None else timeout
+        if not self.repository.is_dir():
+            raise TritonStartError(f"model repository {self.repository} does not exist",
+                                   details={"repository": str(self.repository)})
+        for what, port in (("HTTP", s.triton_http_port), ("gRPC", s.triton_grpc_port), ("metrics", s.triton_metrics_port)):
+            if _port_in_use(s.triton_host, port):
+                raise TritonStartError(f"{what} port {s.triton_host}:{port} is already in use; "
+                                       f"set MLSTACK_TRITON_{what.upper()}_PORT or stop what holds it",
+                                       details={"port": port, "endpoint": what})
+        try:
+            argv, env = self.command(), self.env()
+        except TritonNotInstalled as exc:
+            raise TritonStartError(exc.message, details=exc.details) from exc
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("starting tritonserver: %s", " ".join(argv))
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        pid_file(s).parent.mkdir(parents=True, exist_ok=True)
+        pid_file(s).write_text(f"{self.process.pid}\n")
+        try:
+            self._wait_ready(timeout)
+        except TritonStartError:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        url = f"{self.http_url}/v2/health/ready"
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    cause = cause_from_log(self.log_path)
+                    raise TritonStartError(f"tritonserver exited with code {code}: {cause}",
+                                           details={"exit_code": code, "log": str(self.log_path)})
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(url).status_code == 200:
+                        logger.info("tritonserver ready at %s", self.http_url)
+                        return
+                if time.monotonic() > deadline:
+                    cause = cause_from_log(self.log_path)
+                    raise TritonStartError(f"tritonserver not ready after {timeout:.0f}s: {cause}",
+                                           details={"timeout_s": timeout, "log": str(self.log_path)})
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM, wait exit_timeout + grace, then SIGKILL the whole process group (no orphan stubs)."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        _terminate(proc.pid, self.settings.triton_exit_timeout_s + KILL_GRACE_S, wait=proc.wait)
+        _remove_pid_file(self.settings, proc.pid)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def health(self) -> dict:
+        return health(self.settings)
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it has exited for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _terminate(pid: int, timeout: float, wait=None) -> None:
+    """Stop tritonserver ``pid`` (leader of its own process group) and anything left in its group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    if wait is not None:
+        try:
+            wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("tritonserver %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
+    else:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    # The group id is the server's pid (start_new_session); stubs left behind die with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if wait is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            wait(timeout=5)
+
+
+def _remove_pid_file(settings: Settings, pid: int) -> None:
+    path = pid_file(settings)
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == pid:
+            path.unlink()
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The pid in the pid file if it is a live tritonserver; a stale pid file is removed and None returned."""
+    path = pid_file(settings)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        cmdline = []
+    if not cmdline or not cmdline[0].endswith(b"tritonserver") or not _alive(pid):
+        logger.warning("removing stale pid file %s (pid %d is not a tritonserver)", path, pid)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return pid
+
+
+def stop_from_pidfile(settings: Settings) -> bool:
+    """Stop the tritonserver recorded in the pid file (e.g. from another shell); False when none runs."""
+    pid = running_pid(settings)
+    if pid is None:
+        return False
+    logger.info("stopping tritonserver %d", pid)
+    _terminate(pid, settings.triton_exit_timeout_s + KILL_GRACE_S)
+    _remove_pid_file(settings, pid)
+    return True
+
+
+__all__ = ["INSTALL_HINT", "TritonServer", "TritonStartError", "health", "log_file", "pid_file", "running_pid",
+           "stop_from_pidfile"]

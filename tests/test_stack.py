@@ -1,0 +1,103 @@
+"""`mlstack up / status / down` as a user runs them: real children, readiness, clean Ctrl+C, clear start failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+MLSTACK = [sys.executable, "-m", "mlstack"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def stack_env(trained_repo: Path, tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "model_repository"
+    shutil.copytree(trained_repo, repo)
+    env = dict(os.environ)
+    env.update({
+        "MLSTACK_REPOSITORY": str(repo), "MLSTACK_VAR_DIR": str(tmp_path / "var"),
+        "MLSTACK_TRITON_HTTP_PORT": str(_free_port()), "MLSTACK_TRITON_GRPC_PORT": str(_free_port()),
+        "MLSTACK_TRITON_METRICS_PORT": str(_free_port()), "MLSTACK_GATEWAY_HTTP_PORT": str(_free_port()),
+        "MLSTACK_GATEWAY_GRPC_PORT": str(_free_port()), "MLSTACK_BENTO_PORT": str(_free_port()),
+        "MLSTACK_PROMETHEUS_PORT": str(_free_port()), "MLSTACK_ADMIN_PASSWORD": "stack-test-admin-pw",
+        "MLSTACK_DEFAULT_INSTANCE_COUNT": "1",
+    })
+    env.pop("MLSTACK_DATABASE_URL", None)
+    return env
+
+
+def _status(env: dict[str, str]) -> list[dict]:
+    out = subprocess.run([*MLSTACK, "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def _wait_healthy(proc: subprocess.Popen, env: dict[str, str], components: set[str], timeout: float = 300) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"mlstack up exited early:\n{proc.stdout.read() if proc.stdout else ''}"
+        rows = _status(env)
+        if all(r["healthy"] for r in rows if r["component"] in components):
+            return rows
+        time.sleep(1)
+    raise AssertionError(f"stack not healthy after {timeout}s: {_status(env)}")
+
+
+def test_up_status_and_ctrl_c_leaves_no_orphans(stack_env: dict[str, str]) -> None:
+    proc = subprocess.Popen([*MLSTACK, "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        rows = _wait_healthy(proc, stack_env, {"triton", "bento", "gateway"})
+        triton = next(r for r in rows if r["component"] == "triton")
+        assert any(m.startswith("digits-cnn:") for m in triton["models"]) and len(triton["models"]) == 10
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopping gateway" in out and "stopping triton" in out
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"orphans left after Ctrl+C: {[(p.pid, p.name()) for p in alive]}"
+    assert not any(r["healthy"] for r in _status(stack_env))
+
+
+def test_down_stops_a_running_stack(stack_env: dict[str, str]) -> None:
+    proc = subprocess.Popen([*MLSTACK, "up", "--only", "triton"], env=stack_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_healthy(proc, stack_env, {"triton"})
+        res = subprocess.run([*MLSTACK, "down"], env=stack_env, capture_output=True, text=True, timeout=120)
+        assert "stack stopped" in res.stdout
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    res = subprocess.run([*MLSTACK, "down"], env=stack_env, capture_output=True, text=True, timeout=60)
+    assert "nothing is running" in res.stdout
+
+
+def test_up_fails_fast_naming_a_busy_port(stack_env: dict[str, str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", int(stack_env["MLSTACK_TRITON_HTTP_PORT"])))
+        busy.listen()
+        t0 = time.monotonic()
+        res = subprocess.run([*MLSTACK, "up", "--only", "triton"], env=stack_env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    assert stack_env["MLSTACK_TRITON_HTTP_PORT"] in res.stdout and "in use" in res.stdout
+    assert time.monotonic() - t0 < 60
