@@ -7,6 +7,7 @@ failure or a signal stops the ones it started in reverse order, so no child outl
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from pydantic import SecretStr
 
 from mlstack.process import ManagedProcess
 from mlstack.settings import Settings
@@ -43,13 +45,18 @@ def pid_file(settings: Settings) -> Path:
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
-    """Children read the same settings: pass every field as MLSTACK_* (paths made absolute)."""
+    """Children read the same settings: every field as MLSTACK_* (paths absolute, lists as JSON, secrets unmasked)."""
     env = dict(os.environ)
-    for key, value in settings.model_dump().items():
+    for key in type(settings).model_fields:
+        value = getattr(settings, key)
         if value is None:
             continue
-        if isinstance(value, Path):
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, Path):
             value = value.resolve()
+        elif isinstance(value, list | dict):
+            value = json.dumps(value)
         env[f"MLSTACK_{key.upper()}"] = str(value)
     return env
 
@@ -72,7 +79,7 @@ def _bento(settings: Settings) -> Running:
     from services.bento.launcher import BentoServer
 
     server = BentoServer(settings, settings.repository)
-    return Running("bento", f"http://{getattr(settings, 'bento_host', '127.0.0.1')}:{settings.bento_port}", server)
+    return Running("bento", f"http://{settings.bento_host}:{settings.bento_port}", server)
 
 
 def _prometheus(settings: Settings) -> Running:
@@ -190,7 +197,7 @@ def status(settings: Settings) -> list[dict[str, Any]]:
                 models = sorted(f"{m['name']}:{m.get('version', '?')}" for m in index)
         rows.append({"component": "triton", "url": t, "healthy": ok, "detail": detail, "models": models,
                      "grpc": settings.triton_grpc_url, "metrics": settings.triton_metrics_url})
-        bento = f"http://{getattr(settings, 'bento_host', '127.0.0.1')}:{settings.bento_port}"
+        bento = f"http://{settings.bento_host}:{settings.bento_port}"
         ok, detail = _probe(client, f"{bento}/readyz")
         rows.append({"component": "bento", "url": bento, "healthy": ok, "detail": detail})
         gw = f"http://{settings.gateway_host}:{settings.gateway_http_port}"

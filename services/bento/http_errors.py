@@ -1,0 +1,124 @@
+"""Every error leaves the service as ``{"error": {"code", "message", "details"}}`` with the right status.
+
+Our APIs return that body themselves (``guard``); BentoML's own errors (request validation, unexpected
+exceptions) have other shapes, so an ASGI middleware rewrites any error response that is not in ours.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from starlette.responses import JSONResponse
+
+from mlstack.errors import MlstackError
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+         415: "unsupported_media_type", 422: "invalid_request", 503: "unavailable", 504: "timeout"}
+
+
+def error_response(exc: MlstackError) -> JSONResponse:
+    return JSONResponse(exc.to_body(), status_code=exc.status)
+
+
+def _unexpected(name: str) -> JSONResponse:
+    logger.exception("unexpected error in %s", name)
+    return JSONResponse({"error": {"code": "internal", "message": "unexpected server error; see the service log",
+                                   "details": {}}}, status_code=500)
+
+
+def guard(func: F) -> F:
+    """Domain errors -> their status and the JSON body; anything else -> 500 without a stack trace."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except MlstackError as exc:
+                return error_response(exc)
+            except Exception:
+                return _unexpected(func.__name__)
+
+        return cast(F, awrapper)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MlstackError as exc:
+            return error_response(exc)
+        except Exception:
+            return _unexpected(func.__name__)
+
+    return cast(F, wrapper)
+
+
+def _ours(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("error"), dict) and {"code", "message"} <= set(data["error"])
+
+
+def _reshape(status: int, body: bytes) -> bytes:
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        data = body.decode("utf-8", "replace")[:500]
+    if isinstance(data, list) and len(data) == 1:  # BentoML 1.4 wraps some 4xx bodies in a list
+        data = data[0]
+    message = data.get("error") if isinstance(data, dict) else str(data)
+    details: dict[str, Any] = {}
+    if isinstance(data, dict) and "detail" in data:
+        details["errors"] = data["detail"]
+    if status >= 500:
+        message = "unexpected server error; see the service log"
+        details = {}
+    return json.dumps({"error": {"code": CODES.get(status, "error"), "message": str(message or "request failed"),
+                                 "details": details}}).encode()
+
+
+class ErrorShapeMiddleware:
+    """Rewrites error responses (status >= 400) that are not already in the shared JSON error shape."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def wrapped_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    await send(message)
+                    return
+                start.update(message)
+                return
+            if not start or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            if not _ours(body):
+                body = _reshape(start["status"], body)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": start["status"], "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, wrapped_send)

@@ -1,0 +1,100 @@
+"""Image bytes -> the model's input tensor, as the model card's ``preprocessing.image`` describes it.
+
+Decoding refuses what is not an image, truncated files and decompression bombs; polarity is normalised
+(dark ink on light paper is inverted to the light-on-dark the digits models were trained on).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mlstack.repository.card import ModelCard
+from services.bento.errors import ImageTooLarge, InvalidImage, UnsupportedModel
+
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+# Share of the border's pixels used to guess the background level (and so the polarity).
+BORDER = 0.1
+# Fewest grey levels between background and the brightest ink for an image to hold a drawing at all.
+MIN_CONTRAST = 16.0
+
+
+def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Bytes -> a fully decoded 8-bit grayscale image; InvalidImage / ImageTooLarge otherwise."""
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} bytes",
+                            details={"bytes": len(data), "limit": max_bytes})
+    if not data:
+        raise InvalidImage("the image field is empty", code="empty_image")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse there too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data), formats=FORMATS)
+            opened.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage(f"image has too many pixels (decompression bomb?); the limit is {max_pixels} pixels",
+                           code="decompression_bomb", details={"limit_pixels": max_pixels, "reason": str(exc)[:300]}) from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImage(f"not an image (accepted formats: {', '.join(FORMATS)})", code="not_an_image") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow: "image file is truncated", "broken data stream", bad PNG chunks (SyntaxError)...
+        raise InvalidImage(f"image could not be decoded (truncated or corrupt): {str(exc)[:200]}",
+                           code="corrupt_image", details={"reason": str(exc)[:300]}) from exc
+    img: Image.Image = ImageOps.exif_transpose(opened) or opened
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(paper, rgba)
+    return img.convert("L")
+
+
+def _border_level(a: np.ndarray) -> float:
+    h, w = a.shape
+    bh, bw = max(1, int(h * BORDER)), max(1, int(w * BORDER))
+    border = np.concatenate([a[:bh].ravel(), a[-bh:].ravel(), a[:, :bw].ravel(), a[:, -bw:].ravel()])
+    return float(np.median(border))
+
+
+def normalise(img: Image.Image, spec: dict[str, Any]) -> np.ndarray:
+    """Grayscale image -> float32 [height, width] in [0, 1], light ink on dark background."""
+    a = np.asarray(img, dtype=np.float32)
+    bg = _border_level(a)
+    if spec.get("polarity", "light_on_dark") == "light_on_dark" and bg > 127.5:
+        a, bg = 255.0 - a, 255.0 - bg
+    # Contrast: background -> 0, brightest ink -> 1 (photos have grey paper and grey ink).
+    hi = float(a.max())
+    if hi - bg < MIN_CONTRAST:
+        raise InvalidImage("the image is blank (no ink stands out from the background)", code="blank_image")
+    a = np.clip((a - bg) / (hi - bg), 0.0, 1.0)
+    # Pad to a square around the centre so the aspect ratio survives the resize.
+    h, w = a.shape
+    side = max(h, w)
+    square = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top:top + h, left:left + w] = a
+    height, width = int(spec.get("height", 8)), int(spec.get("width", 8))
+    small = Image.fromarray(square, mode="F").resize((width, height), Image.Resampling.BOX)
+    return np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
+
+
+def to_tensor(pixels: np.ndarray, card: ModelCard) -> np.ndarray:
+    """[H, W] -> one sample in the model's input layout (card ``inputs[0].shape`` without the batch axis)."""
+    shape = [d for d in card.inputs[0].shape[1:]] if card.inputs else []
+    if not shape or any(d <= 0 for d in shape) or int(np.prod(shape)) != pixels.size:
+        raise UnsupportedModel(f"model '{card.name}' does not take {pixels.shape[0]}x{pixels.shape[1]} images",
+                               details={"model": card.name, "input_shape": card.inputs[0].shape if card.inputs else None})
+    return pixels.reshape(shape).astype(np.float32)
+
+
+def image_spec(card: ModelCard) -> dict[str, Any]:
+    spec = card.preprocessing.get("image") if card.preprocessing else None
+    if not isinstance(spec, dict):
+        raise UnsupportedModel(f"model '{card.name}' is not an image model (its card has no preprocessing.image)",
+                               details={"model": card.name})
+    return spec

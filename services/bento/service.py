@@ -1,0 +1,179 @@
+"""The BentoML task service: classify images, score and explain records, simulate a battery cell.
+
+Python pre/post-processing lives here; tensor work goes to ``TensorWorker`` (Triton or onnxruntime runner).
+Run: ``bentoml serve services.bento.service:TaskService`` (env ``MLSTACK_*``). Errors are always
+``{"error": {"code", "message", "details"}}`` with the right status.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bentoml
+import httpx
+import numpy as np
+
+from mlstack.errors import MlstackError
+from mlstack.settings import get_settings
+from services.bento import battery, explain, images
+from services.bento import records as recmod
+from services.bento.catalog import Catalog, Resolved
+from services.bento.errors import BadRequest, ImageTooLarge, InvalidRecords, RunnerUnavailable, UnsupportedModel
+from services.bento.http_errors import ErrorShapeMiddleware, guard
+from services.bento.worker import TensorWorker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_MODEL = "digits-cnn"
+# Transport failures of a call to the worker that are safe to send again once.
+RETRYABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+def _raise_if_error(res: dict[str, Any]) -> None:
+    if "error" in res:
+        err = res["error"]
+        exc = MlstackError(err["message"], details=err.get("details"), code=err["code"])
+        exc.status = int(res.get("status", 500))
+        raise exc
+
+
+@bentoml.service(name="mlstack-tasks", workers=1, threads=2, traffic={"timeout": 120})
+class TaskService:
+    """Task-level APIs for product apps; see services/bento/README.md."""
+
+    worker = bentoml.depends(TensorWorker)
+
+    def __init__(self) -> None:
+        self.settings = get_settings()
+        self.catalog = Catalog(Path(self.settings.repository))
+
+    # ---- tensor calls -------------------------------------------------------------------
+    async def _infer_rows(self, model: Resolved, samples: np.ndarray) -> dict[str, np.ndarray]:
+        rows = [{"model": model.name, "version": model.version, "inputs": {"input": s}} for s in samples]
+        try:
+            res = await self.worker.to_async.infer_rows(rows)
+        except RETRYABLE:
+            # The worker's server closes idle keep-alive connections; a call racing that close is sent again
+            # (inference is idempotent).
+            logger.info("worker connection dropped; retrying once")
+            res = await self.worker.to_async.infer_rows(rows)
+        for r in res:
+            _raise_if_error(r)
+        return {k: np.stack([r["outputs"][k] for r in res]) for k in res[0]["outputs"]}
+
+    def _infer_sync(self, model: Resolved, x: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            res = self.worker.to_sync.infer(model=model.name, inputs={"input": x}, version=model.version)
+        except RETRYABLE:
+            logger.info("worker connection dropped; retrying once")
+            res = self.worker.to_sync.infer(model=model.name, inputs={"input": x}, version=model.version)
+        _raise_if_error(res)
+        return {k: np.asarray(v) for k, v in res["outputs"].items()}
+
+    # ---- APIs -----------------------------------------------------------------------------
+    @bentoml.api
+    @guard
+    async def classify_image(self, image: Path, model: str = DEFAULT_IMAGE_MODEL, top_k: int = 3,
+                             version: int | None = None) -> dict[str, Any]:
+        """Multipart ``image`` (PNG/JPEG, any size, either polarity) -> the digit, most probable first."""
+        size = Path(image).stat().st_size
+        limit = self.settings.bento_max_image_bytes
+        if size > limit:  # checked before reading: an oversized upload is never loaded into memory
+            raise ImageTooLarge(f"image is {size} bytes; the limit is {limit} bytes", details={"bytes": size, "limit": limit})
+        resolved = self.catalog.resolve(model, version)
+        spec = images.image_spec(resolved.card)
+        labels = resolved.card.labels or []
+        if not 1 <= top_k <= max(len(labels), 1):
+            raise BadRequest(f"top_k must be between 1 and {len(labels)}", details={"top_k": top_k})
+        img = images.decode(Path(image).read_bytes(), max_bytes=limit, max_pixels=self.settings.bento_max_image_pixels)
+        tensor = images.to_tensor(images.normalise(img, spec), resolved.card)
+        outs = await self._infer_rows(resolved, tensor[None])
+        proba = outs["probabilities"][0]
+        order = np.argsort(-proba, kind="stable")[:top_k]
+        return {"model": resolved.name, "version": resolved.version,
+                "predictions": [{"label": labels[i] if i < len(labels) else str(i), "probability": float(proba[i])}
+                                for i in order]}
+
+    @bentoml.api
+    @guard
+    async def predict_records(self, model: str, records: list[Any], version: int | None = None) -> dict[str, Any]:
+        """Records keyed by feature name -> one result per record (class + probabilities, value, or anomaly score)."""
+        resolved = self.catalog.resolve(model, version)
+        x = records_matrix(records, resolved)
+        outs = await self._infer_rows(resolved, x)
+        return {"model": resolved.name, "version": resolved.version, "task": resolved.card.task,
+                "results": recmod.results(resolved.card, outs)}
+
+    @bentoml.api
+    @guard
+    def explain(self, model: str, records: list[Any], version: int | None = None, target: str | None = None) -> dict[str, Any]:
+        """Kernel SHAP per record: contributions per feature + base value = the explained model output."""
+        resolved = self.catalog.resolve(model, version)
+        x = records_matrix(records, resolved)
+        if len(x) > explain.MAX_EXPLAIN_RECORDS:
+            raise InvalidRecords(f"{len(x)} records; explain takes at most {explain.MAX_EXPLAIN_RECORDS} per request",
+                                 details={"limit": explain.MAX_EXPLAIN_RECORDS})
+        background = explain.load_background(resolved.path, resolved.card)
+
+        def predict(z: np.ndarray) -> dict[str, np.ndarray]:
+            return self._infer_sync(resolved, z)
+
+        outs = predict(x)
+        targets = [explain.target_for(resolved.card, outs, i, target) for i in range(len(x))]
+        rows = explain.explain_rows(predict, resolved.card, x, background, nsamples=self.settings.bento_explain_nsamples,
+                                    targets=targets)
+        preds = recmod.results(resolved.card, outs)
+        for row, pred in zip(rows, preds, strict=True):
+            row["prediction"] = pred
+        return {"model": resolved.name, "version": resolved.version, "task": resolved.card.task,
+                "method": "shap.KernelExplainer", "feature_names": resolved.card.feature_names,
+                "background_rows": len(background), "explanations": rows}
+
+    @bentoml.api
+    @guard
+    async def simulate_battery(self, profile: dict[str, Any] | None = None, cell: dict[str, Any] | None = None,
+                               dt: float = 1.0, fault: str = "normal", fault_severity: float = 0.5, seed: int = 0,
+                               score: bool = True) -> dict[str, Any]:
+        """Run the cell digital twin through a load profile; optionally score it with battery-fault/-anomaly."""
+        tel, feats = battery.run(cell, profile, dt=dt, fault=fault, fault_severity=fault_severity, seed=seed)
+        out: dict[str, Any] = {"telemetry": tel.to_dict(), "features": battery.features_dict(feats), "scores": {}}
+        if score:
+            for name in battery.SCORERS:
+                try:
+                    resolved = self.catalog.resolve(name)
+                    x = records_matrix([battery.features_dict(feats)], resolved)
+                    result = recmod.results(resolved.card, await self._infer_rows(resolved, x))[0]
+                    out["scores"][name] = {"version": resolved.version, **result}
+                except MlstackError as exc:
+                    out["scores"][name] = exc.to_body()
+        return out
+
+    @bentoml.api
+    @guard
+    def models(self) -> dict[str, Any]:
+        """Models this service can use, with the version it serves and what each task needs."""
+        return {"models": self.catalog.listing()}
+
+    @bentoml.api
+    @guard
+    async def health(self) -> dict[str, Any]:
+        """Runner reachability and how many models the repository serves."""
+        worker = await self.worker.to_async.ready()
+        n = len(self.catalog.listing())
+        body = {"status": "ok" if worker["ready"] else "degraded", "runner": worker["runner"],
+                "runner_ready": worker["ready"], "models": n}
+        if not worker["ready"]:
+            raise RunnerUnavailable("the runner is not ready", details=body)
+        return body
+
+
+TaskService.add_asgi_middleware(ErrorShapeMiddleware)  # type: ignore[attr-defined]  # bentoml's decorator hides it from mypy
+
+
+def records_matrix(recs: list[Any], resolved: Resolved) -> np.ndarray:
+    if resolved.card.task not in ("classification", "regression", "anomaly_detection"):
+        raise UnsupportedModel(f"model '{resolved.name}' has task {resolved.card.task}")
+    return recmod.to_matrix(recs, resolved.card)
