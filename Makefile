@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint clean
+.PHONY: install system-deps up test lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,7 +15,16 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -c constraints.txt -e ".[all]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# Debian packages the tests and `mlstack up --with-prometheus` need: prometheus + promtool.
+system-deps:
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+	  echo "installing Debian's prometheus package (prometheus, promtool)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus \
+	    || { echo "could not install prometheus: run 'apt-get install prometheus' as root"; exit 1; }; \
+	fi
 
 # Trains the ten demo models only when model_repository/ holds none, then runs the stack in the foreground.
 up: install

@@ -83,7 +83,7 @@ def _bento(settings: Settings) -> Running:
 
 
 def _prometheus(settings: Settings) -> Running:
-    from monitoring.local import PrometheusServer
+    from monitoring.launcher import PrometheusServer
 
     server = PrometheusServer(settings)
     return Running("prometheus", server.url, server)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -57,10 +58,26 @@ def _wait_healthy(proc: subprocess.Popen, env: dict[str, str], components: set[s
     raise AssertionError(f"stack not healthy after {timeout}s: {_status(env)}")
 
 
+def _wait_targets_up(prom: str, jobs: set[str], timeout: float = 60) -> None:
+    """Prometheus really scrapes each tier's /metrics (not just: the process is up)."""
+    deadline = time.monotonic() + timeout
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if all(health.get(j) == "up" for j in jobs):
+            return
+        time.sleep(1)
+    raise AssertionError(f"Prometheus targets not all up: {health}")
+
+
 def test_up_status_and_ctrl_c_leaves_no_orphans(stack_env: dict[str, str]) -> None:
-    proc = subprocess.Popen([*MLSTACK, "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([*MLSTACK, "up", "--with-prometheus"], env=stack_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
-        rows = _wait_healthy(proc, stack_env, {"triton", "bento", "gateway"})
+        rows = _wait_healthy(proc, stack_env, {"triton", "bento", "gateway", "prometheus"})
+        prom = next(r for r in rows if r["component"] == "prometheus")["url"]
+        _wait_targets_up(prom, {"triton", "gateway", "bento"})
         triton = next(r for r in rows if r["component"] == "triton")
         assert any(m.startswith("digits-cnn:") for m in triton["models"]) and len(triton["models"]) == 10
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -71,7 +88,7 @@ def test_up_status_and_ctrl_c_leaves_no_orphans(stack_env: dict[str, str]) -> No
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    assert "stopping gateway" in out and "stopping triton" in out
+    assert all(f"stopping {c}" in out for c in ("prometheus", "gateway", "bento", "triton")), out
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"orphans left after Ctrl+C: {[(p.pid, p.name()) for p in alive]}"
     assert not any(r["healthy"] for r in _status(stack_env))
