@@ -79,9 +79,9 @@ class Settings(BaseSettings):
     gateway_refresh_token_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
     gateway_max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes); larger -> 413.")
     gateway_rate_limit_rps: float = Field(
-        2000.0, ge=0, description="Token-bucket refill rate per user or API key (requests/s); 0 disables rate limiting."
+        5000.0, ge=0, description="Token-bucket refill rate per user or API key (requests/s); 0 disables rate limiting."
     )
-    gateway_rate_limit_burst: int = Field(4000, ge=1, description="Token-bucket capacity per user or API key.")
+    gateway_rate_limit_burst: int = Field(10000, ge=1, description="Token-bucket capacity per user or API key.")
     gateway_cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (JSON list).")
     gateway_history_queue_size: int = Field(10000, ge=1, description="Bound of the history writer queue (full = backpressure).")
     gateway_history_batch_size: int = Field(500, ge=1, description="Most history rows inserted per batch.")

@@ -1,0 +1,1 @@
+"""The auth/history gateway: authentication, rate limits, history, dashboards, model registry and inference proxy."""

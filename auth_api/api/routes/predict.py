@@ -1,0 +1,148 @@
+"""``POST /api/v1/predict/{name}``: JSON instances or feature-keyed records in, labels / probabilities / values out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from auth_api.core.errors import InvalidInput
+from auth_api.deps import GatewayDep, InferencePrincipal
+from auth_api.proxy.records import base_record
+from auth_api.proxy.summaries import NP, summarize_outputs
+from mlstack.errors import MlstackError, ModelNotFound
+from mlstack.repository.card import ModelCard
+from mlstack.repository.layout import NAME_RE
+
+router = APIRouter(prefix="/predict", tags=["predict"])
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+        {"records": [{"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}]},
+    ]})
+    instances: list[Any] | None = Field(None, description="Rows of numbers (or nested lists for images).", max_length=10_000)
+    records: list[dict[str, float]] | None = Field(None, description="Rows keyed by the model card's feature names.",
+                                                   max_length=10_000)
+    version: int | None = Field(None, ge=1, description="Pin a version (default: the live one).")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PredictRequest:
+        if (self.instances is None) == (self.records is None):
+            raise ValueError("send exactly one of 'instances' or 'records'")
+        if not (self.instances or self.records):
+            raise ValueError("no rows to predict")
+        return self
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str | None
+    task: str
+    predictions: list[dict[str, Any]]
+
+
+def _tensor(body: PredictRequest, card: ModelCard) -> tuple[np.ndarray, str, str]:
+    spec = card.inputs[0] if card.inputs else None
+    name, dtype = (spec.name, spec.datatype) if spec else ("input", "FP32")
+    if body.records is not None:
+        if not card.feature_names:
+            raise InvalidInput(f"model '{card.name}' has no feature names; send 'instances'", code="no_feature_names")
+        missing = sorted({f for r in body.records for f in card.feature_names if f not in r})
+        extra = sorted({k for r in body.records for k in r if k not in card.feature_names})
+        if missing or extra:
+            raise InvalidInput("records do not match the model's features", code="feature_mismatch",
+                               details={"missing": missing[:50], "unexpected": extra[:50], "expected": card.feature_names})
+        rows: Any = [[r[f] for f in card.feature_names] for r in body.records]
+    else:
+        rows = body.instances
+    try:
+        arr = np.asarray(rows, dtype=NP.get(dtype, np.float32))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("instances must be a rectangular array of numbers", code="invalid_instances",
+                           details={"reason": str(exc)[:300]}) from exc
+    if spec is not None:
+        want = spec.shape[1:]
+        if arr.ndim != len(spec.shape) or any(w > 0 and w != g for w, g in zip(want, arr.shape[1:], strict=False)):
+            raise InvalidInput(f"instances have shape {list(arr.shape)}, the model expects {spec.shape}",
+                               code="shape_mismatch", details={"got": list(arr.shape), "expected": spec.shape})
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInput("instances contain NaN or infinity", code="invalid_instances")
+    return arr, name, dtype
+
+
+def _rows(card: ModelCard, outputs: dict[str, np.ndarray | None]) -> list[dict[str, Any]]:
+    labels = card.labels
+    n = next((len(a) for a in outputs.values() if a is not None and a.ndim), 0)
+    out = []
+    for i in range(n):
+        row: dict[str, Any] = {}
+        probs = outputs.get("probabilities")
+        if probs is not None:
+            p = probs[i].reshape(-1)
+            idx = int(np.argmax(p))
+            row["label"] = labels[idx] if labels and idx < len(labels) else idx
+            row["confidence"] = float(p[idx])
+            row["probabilities"] = ({lab: float(v) for lab, v in zip(labels, p, strict=False)} if labels else p.tolist())
+        elif (lab := outputs.get("label")) is not None:
+            v = int(lab.reshape(len(lab), -1)[i][0])
+            row["label"] = labels[v] if labels and card.task == "classification" and 0 <= v < len(labels) else v
+        if card.task == "anomaly_detection" and (lab := outputs.get("label")) is not None:
+            row["anomaly"] = int(lab.reshape(len(lab), -1)[i][0]) == -1
+        for name in ("value", "scores"):
+            if (val := outputs.get(name)) is not None:
+                row["value" if name == "value" else "score"] = float(val.reshape(len(val), -1)[i][0])
+        out.append(row)
+    return out
+
+
+@router.post("/{name}", response_model=PredictResponse)
+async def predict(name: str, body: PredictRequest, request: Request, p: InferencePrincipal, gw: GatewayDep) -> PredictResponse:
+    """Predict from JSON rows; the response names labels (from the model card), probabilities and values."""
+    start = time.perf_counter()
+    if not NAME_RE.fullmatch(name):
+        raise ModelNotFound(name)
+    request.state.model = name
+    card = gw.catalog.card(name)  # in memory; at most one directory listing per model every 2 s
+    arr, in_name, dtype = _tensor(body, card)
+    payload = json.dumps({"inputs": [{"name": in_name, "shape": list(arr.shape), "datatype": dtype,
+                                      "data": arr.reshape(-1).tolist()}]}).encode()
+    path = f"/v2/models/{name}" + (f"/versions/{body.version}" if body.version else "") + "/infer"
+    up = await gw.upstream.request("POST", path, payload, {"content-type": "application/json"})
+    gw.metrics.upstream_latency.labels("rest", name).observe(up.elapsed_s)
+    doc = json.loads(up.content) if up.content else {}
+    if up.status != 200:
+        msg = doc.get("error") if isinstance(doc, dict) else None
+        raise _upstream_error(up.status, str(msg or "inference failed"), name, body.version)
+    outputs: dict[str, np.ndarray | None] = {o["name"]: np.asarray(o["data"], dtype=NP.get(o["datatype"], np.float32)).reshape(o["shape"])
+               for o in doc.get("outputs", []) if o.get("datatype") in NP}
+    version = str(doc.get("model_version") or body.version or "") or None
+    request.state.version = version or ""
+    rec = base_record(p, model=name, version=version, protocol="rest", status=200, total_s=time.perf_counter() - start,
+                      upstream_s=up.elapsed_s, client_ip=request.client.host if request.client else None)
+    rec.update(input_shape=json.dumps(list(arr.shape)), input_dtype=dtype,
+               input_sha256=hashlib.sha256(arr.tobytes()).hexdigest(), **summarize_outputs(outputs, card.labels))
+    await gw.writer.put(rec)
+    rows = _rows(card, outputs)
+    for r in rows:
+        for k, v in list(r.items()):
+            if isinstance(v, float) and not math.isfinite(v):
+                r[k] = None
+    return PredictResponse(model=name, version=version, task=card.task, predictions=rows)
+
+
+def _upstream_error(status: int, message: str, name: str, version: int | None) -> MlstackError:
+    if status == 404:
+        return ModelNotFound(name, version)
+    if 400 <= status < 500:
+        return InvalidInput(message, code="inference_rejected", details={"upstream_status": status})
+    err = MlstackError(message, code="inference_failed", details={"upstream_status": status})
+    err.status = status if status >= 500 else 502
+    return err

@@ -1,0 +1,1 @@
+"""Infrastructure the routes share: database, security, errors, limits, metrics."""

@@ -1,0 +1,96 @@
+"""The FastAPI app: ``create_app(settings)`` wires routers, middleware and the lifespan (DB, clients, writer, gRPC)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+
+from auth_api import bootstrap, registry
+from auth_api.api.routes import api_keys, auth, dashboard, health, history, models, predict, users, v2
+from auth_api.authn import Authenticator
+from auth_api.catalog import Catalog
+from auth_api.core import db
+from auth_api.core.errors import install_handlers
+from auth_api.core.limits import BodySizeLimit, TokenBuckets
+from auth_api.core.metrics import GatewayMetrics, MetricsMiddleware
+from auth_api.core.security import TokenCodec, load_jwt_key
+from auth_api.history_writer import HistoryWriter
+from auth_api.proxy.fastpath import InferFastPath
+from auth_api.proxy.grpc_server import start_grpc
+from auth_api.proxy.upstream import Upstream
+from auth_api.state import Gateway
+from mlstack.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """The mlstack front door: log in (the **Authorize** button uses `/api/v1/auth/token`), predict over
+REST (`/api/v1/predict/{name}`) or KServe v2 (`/v2/models/{name}/infer`, also gRPC on the gateway gRPC port),
+browse your history and dashboards, and manage model versions."""
+
+
+def _build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
+    engine = db.make_engine(db.database_url(settings))
+    db.upgrade(engine)
+    bootstrap.ensure_admin(engine, settings)
+    try:
+        registry.sync(engine, settings.repository)
+    except Exception:  # a broken repository must not stop the gateway; the registry routes report it
+        logger.exception("could not mirror the model repository into model_versions")
+    codec = TokenCodec(load_jwt_key(settings), settings.gateway_access_token_ttl_s, settings.gateway_refresh_token_ttl_s)
+    writer = HistoryWriter(engine, metrics, maxsize=settings.gateway_history_queue_size,
+                           batch_size=settings.gateway_history_batch_size,
+                           flush_interval_s=settings.gateway_history_flush_interval_s)
+    return Gateway(settings=settings, metrics=metrics, engine=engine, codec=codec,
+                   auth=Authenticator(engine, codec, metrics),
+                   buckets=TokenBuckets(settings.gateway_rate_limit_rps, settings.gateway_rate_limit_burst),
+                   catalog=Catalog(settings.repository), upstream=Upstream(settings), writer=writer)
+
+
+def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAPI:
+    """A gateway app for ``settings``; its lifespan opens the DB, the upstream clients and (if ``grpc``) the gRPC port."""
+    settings = settings or get_settings()
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = await run_in_threadpool(_build_gateway, settings, metrics)
+        gw.writer.start()
+        await gw.upstream.start()
+        server = channel = None
+        if grpc:
+            server, channel, gw.grpc_port = await start_grpc(gw, settings.gateway_host, settings.gateway_grpc_port)
+        app.state.gateway = gw
+        try:
+            yield
+        finally:
+            if server is not None:
+                await server.stop(grace=5)
+            if channel is not None:
+                await channel.close()
+            await gw.writer.stop()
+            await gw.upstream.aclose()
+            gw.engine.dispose()
+            logger.info("gateway stopped")
+
+    app = FastAPI(title="mlstack gateway", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url="/redoc")
+    install_handlers(app)
+    api = APIRouter(prefix="/api/v1")
+    for r in (auth, users, api_keys, history, dashboard, models, predict):
+        api.include_router(r.router)
+    app.include_router(api)
+    app.include_router(v2.router)
+    app.include_router(health.router)
+    app.add_middleware(InferFastPath)
+    if settings.gateway_cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.gateway_cors_origins, allow_credentials=True,
+                           allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,1 @@
+"""Alembic migrations of the gateway schema (run programmatically, see auth_api.core.db)."""

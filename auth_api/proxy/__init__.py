@@ -1,0 +1,1 @@
+"""Inference proxy: pooled upstream client, KServe v2 HTTP and gRPC pass-through, history summaries."""

@@ -1,0 +1,116 @@
+"""History summaries of KServe v2 requests/responses (JSON, binary-tensor extension, gRPC protobuf).
+
+These run in the history writer's thread, never on the request path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+NP = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32, "INT16": np.int16,
+      "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
+LabelLookup = Callable[[str, str | None], list[str] | None]
+
+
+def _split(body: bytes, header_len: int | None) -> tuple[dict[str, Any], bytes]:
+    if header_len is not None:
+        return json.loads(body[:header_len]), body[header_len:]
+    return json.loads(body), b""
+
+
+def _tensors(doc: dict[str, Any], binary: bytes, key: str) -> dict[str, np.ndarray | None]:
+    out: dict[str, np.ndarray | None] = {}
+    offset = 0
+    for t in doc.get(key, []):
+        name, dt, shape = t.get("name"), t.get("datatype"), t.get("shape", [])
+        size = (t.get("parameters") or {}).get("binary_data_size")
+        arr = None
+        if size is not None:
+            chunk = binary[offset:offset + int(size)]
+            offset += int(size)
+            if dt in NP:
+                arr = np.frombuffer(chunk, dtype=NP[dt]).reshape(shape)
+        elif "data" in t and dt in NP:
+            arr = np.asarray(t["data"], dtype=NP[dt]).reshape(shape)
+        out[str(name)] = arr
+    return out
+
+
+def summarize_outputs(outputs: dict[str, np.ndarray | None], labels: list[str] | None) -> dict[str, Any]:
+    """label / confidence / value of the first row, by the project's output naming convention."""
+    row: dict[str, Any] = {}
+    probs = outputs.get("probabilities")
+    if probs is not None and probs.size:
+        p = probs.reshape(probs.shape[0], -1)[0] if probs.ndim > 1 else probs
+        idx = int(np.argmax(p))
+        row["output_confidence"] = float(p[idx])
+        row["output_label"] = labels[idx] if labels and idx < len(labels) else str(idx)
+    lab = outputs.get("label")
+    if lab is not None and lab.size and "output_label" not in row:
+        v = lab.reshape(-1)[0]
+        row["output_label"] = labels[int(v)] if labels and 0 <= int(v) < len(labels) else str(v.item())
+    for name in ("value", "scores"):
+        val = outputs.get(name)
+        if val is not None and val.size:
+            row["output_value"] = float(val.reshape(-1)[0])
+            break
+    return row
+
+
+def http_finisher(req_body: bytes, req_hlen: int | None, resp_body: bytes, resp_hlen: int | None,
+                  labels: LabelLookup, req_encoding: str | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A history finisher for a v2 HTTP infer call."""
+
+    def finish(rec: dict[str, Any]) -> dict[str, Any]:
+        rec["input_sha256"] = hashlib.sha256(req_body).hexdigest()
+        body = req_body
+        if req_encoding == "gzip":
+            body = gzip.decompress(req_body)
+        elif req_encoding == "deflate":
+            body = zlib.decompress(req_body)
+        doc, _ = _split(body, req_hlen)
+        inputs = doc.get("inputs") or []
+        if inputs:
+            rec["input_shape"] = json.dumps(inputs[0].get("shape"))[:128]
+            rec["input_dtype"] = str(inputs[0].get("datatype"))[:16]
+        if rec.get("status") == 200 and resp_body:
+            rdoc, rbin = _split(resp_body, resp_hlen)
+            rec["version"] = rec.get("version") or rdoc.get("model_version")
+            rec.update(summarize_outputs(_tensors(rdoc, rbin, "outputs"), labels(rec["model"], rec.get("version"))))
+        return rec
+
+    return finish
+
+
+def grpc_finisher(req: bytes, resp: bytes | None, labels: LabelLookup) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A history finisher for a gRPC ModelInfer call (raw protobuf bytes)."""
+
+    def finish(rec: dict[str, Any]) -> dict[str, Any]:
+        from tritonclient.grpc import service_pb2
+
+        rec["input_sha256"] = hashlib.sha256(req).hexdigest()
+        r = service_pb2.ModelInferRequest.FromString(req)
+        rec["model"] = r.model_name[:64]
+        rec["version"] = r.model_version or None
+        if r.inputs:
+            rec["input_shape"] = json.dumps(list(r.inputs[0].shape))
+            rec["input_dtype"] = r.inputs[0].datatype[:16]
+        if resp is not None:
+            out = service_pb2.ModelInferResponse.FromString(resp)
+            rec["version"] = rec["version"] or out.model_version or None
+            tensors: dict[str, np.ndarray | None] = {}
+            for i, t in enumerate(out.outputs):
+                raw = out.raw_output_contents[i] if i < len(out.raw_output_contents) else None
+                tensors[t.name] = (np.frombuffer(raw, dtype=NP[t.datatype]).reshape(list(t.shape))
+                                   if raw is not None and t.datatype in NP else None)
+            rec.update(summarize_outputs(tensors, labels(rec["model"], rec.get("version"))))
+        return rec
+
+    return finish
