@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps up test lint clean
+.PHONY: install system-deps up test lint lint-only clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,12 +31,14 @@ up: install
 	$(BIN)/mlstack train --all --if-empty
 	$(BIN)/mlstack up $(UP_ARGS)
 
-test: install
+test: install lint-only
 	$(BIN)/python -m pytest
 
-lint: install
+lint-only:
 	$(BIN)/ruff check .
-	$(BIN)/mypy mlstack training
+	$(BIN)/mypy mlstack training services auth_api loadtests monitoring
+
+lint: install lint-only
 
 clean:
 	rm -rf $(VENV) var

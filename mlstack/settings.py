@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     gateway_upstream_connect_timeout_s: float = Field(1.0, gt=0, description="Connect timeout to Triton (Triton down -> 503 fast).")
     gateway_upstream_timeout_s: float = Field(30.0, gt=0, description="Read timeout for upstream inference calls.")
     gateway_upstream_pool_size: int = Field(256, ge=1, description="Max pooled connections to each upstream.")
+    gateway_bento_timeout_s: float = Field(
+        120.0, gt=0, description="Total timeout of a task call forwarded to the BentoML service (explain can take seconds).")
 
     @property
     def triton_http_url(self) -> str:

@@ -6,11 +6,12 @@ import logging
 
 import typer
 
-from mlstack.cli import repo, stack
+from mlstack.cli import bench, repo, stack
 
 app = typer.Typer(help="mlstack: model repository and serving stack.", no_args_is_help=True)
 repo.register(app)
 stack.register(app)
+bench.register(app)
 
 
 @app.callback()

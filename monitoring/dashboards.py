@@ -1,0 +1,194 @@
+"""The Grafana dashboards as code: ``python -m monitoring.dashboards`` writes ``grafana/dashboards/*.json``.
+
+Every panel's PromQL uses only metrics the stack exports (Triton ``nv_*``, gateway ``gateway_*``, BentoML
+``bentoml_service_*``); tests/monitoring runs each query against a live Prometheus to keep it that way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "grafana" / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+RATE = "[$__rate_interval]"
+INFER_ROUTES = 'route=~"/v2/.*infer|/api/v1/predict.*"'
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[Query, ...]
+    unit: str = "short"
+    description: str = ""
+    kind: str = "timeseries"
+
+
+@dataclass
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    panels: list[Panel] = field(default_factory=list)
+    model_variable: bool = True
+
+
+def _q(expr: str, legend: str) -> Query:
+    return Query(" ".join(expr.split()), legend)
+
+
+def _ratio(num: str, den: str) -> str:
+    return f"({num}) / ({den})"
+
+
+M = '{model=~"$model"}'
+
+
+def serving_overview() -> Dashboard:
+    def per_model(metric: str) -> str:
+        return f"sum by (model) (rate({metric}{M}{RATE}))"
+
+    e2e = f"sum by (le) (rate(gateway_request_duration_seconds_bucket{{{INFER_ROUTES}}}{RATE}))"
+    quantiles = [_q(f"histogram_quantile({q}, {e2e})", f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)]
+    return Dashboard("mlstack-serving", "Serving overview", "Throughput, latency, errors, batching and cache of the serving tier.", [
+        Panel("Requests/s by model and version",
+              (_q(f"sum by (model, version) (rate(nv_inference_request_success{M}{RATE}))", "{{model}} v{{version}}"),),
+              unit="reqps", description="Successful inference requests per second at Triton."),
+        Panel("End-to-end latency p50 / p95 / p99", tuple(quantiles), unit="s",
+              description="Inference requests through the gateway, from request to response."),
+        Panel("Upstream latency p99 by model", (
+            _q(f'histogram_quantile(0.99, sum by (le, model) (rate(gateway_upstream_duration_seconds_bucket{M}{RATE})))', "{{model}}"),),
+              unit="s", description="Time the gateway waited for Triton."),
+        Panel("Triton queue vs compute time per inference", (
+            _q(_ratio(per_model("nv_inference_queue_duration_us"), per_model("nv_inference_count")) + " / 1000", "queue {{model}}"),
+            _q(_ratio(per_model("nv_inference_compute_infer_duration_us"), per_model("nv_inference_count")) + " / 1000",
+               "compute {{model}}"),
+        ), unit="ms", description="Mean time an executed inference waited in the dynamic batcher vs ran in the model."),
+        Panel("Error ratio", (
+            _q(_ratio(per_model("nv_inference_request_failure"),
+                      f'{per_model("nv_inference_request_success")} + {per_model("nv_inference_request_failure")}'), "triton {{model}}"),
+            # `or vector(0)`: no 5xx series at all means a ratio of 0, not "no data".
+            _q(_ratio(f'sum(rate(gateway_requests_total{{status=~"5.."}}{RATE})) or vector(0)', f"sum(rate(gateway_requests_total{RATE}))"),
+               "gateway 5xx"),
+        ), unit="percentunit", description="Failed / all requests. Alert above 1% for 5 minutes."),
+        Panel("Mean batch size", (_q(_ratio(per_model("nv_inference_count"), per_model("nv_inference_exec_count")), "{{model}}"),),
+              description="Δnv_inference_count / Δnv_inference_exec_count: rows per model execution (dynamic batching)."),
+        Panel("Response cache hit ratio", (
+            _q(_ratio(per_model("nv_cache_num_hits_per_model"),
+                      f'{per_model("nv_cache_num_hits_per_model")} + {per_model("nv_cache_num_misses_per_model")}'), "{{model}}"),),
+              unit="percentunit", description="Requests answered from Triton's response cache."),
+        Panel("In flight", (
+            _q(f"sum by (model) (nv_inference_pending_request_count{M})", "triton pending {{model}}"),
+            _q("sum(gateway_requests_in_flight)", "gateway in flight"),
+        ), description="Requests queued or executing in Triton, and requests open in the gateway."),
+    ])
+
+
+def gateway() -> Dashboard:
+    return Dashboard("mlstack-gateway", "Gateway", "Auth, rate limiting, history writer and gRPC of the auth/history API.", [
+        Panel("Requests/s by route and status",
+              (_q(f"sum by (route, status) (rate(gateway_requests_total{RATE}))", "{{route}} {{status}}"),), unit="reqps"),
+        Panel("Latency p99 by route", (
+            _q(f"histogram_quantile(0.99, sum by (le, route) (rate(gateway_request_duration_seconds_bucket{RATE})))", "{{route}}"),),
+              unit="s"),
+        Panel("Auth failures/s by reason", (_q(f"sum by (reason) (rate(gateway_auth_failures_total{RATE}))", "{{reason}}"),),
+              unit="reqps", description="Refused credentials: bad password, expired or tampered token, revoked key, ..."),
+        Panel("Rate-limited requests/s", (_q(f"sum(rate(gateway_rate_limited_total{RATE}))", "429"),), unit="reqps"),
+        Panel("History queue depth", (_q("sum by (instance) (gateway_history_queue_depth)", "{{instance}}"),),
+              description="Records waiting for the batched writer. Alert above 80% of the queue size."),
+        Panel("History flush latency", (
+            _q(f"histogram_quantile(0.5, sum by (le) (rate(gateway_history_flush_duration_seconds_bucket{RATE})))", "p50"),
+            _q(f"histogram_quantile(0.99, sum by (le) (rate(gateway_history_flush_duration_seconds_bucket{RATE})))", "p99"),
+        ), unit="s"),
+        Panel("History rows written, backpressure, failed writes", (
+            _q(f"sum(rate(gateway_history_written_total{RATE}))", "written/s"),
+            _q(f"sum(rate(gateway_history_backpressure_total{RATE}))", "backpressure/s"),
+            _q(f"sum(rate(gateway_history_write_failures_total{RATE}))", "failed batches/s"),
+        ), unit="ops"),
+        Panel("gRPC calls/s by method and code",
+              (_q(f"sum by (method, code) (rate(gateway_grpc_requests_total{RATE}))", "{{method}} {{code}}"),), unit="reqps"),
+        Panel("Upstream latency p99 by protocol", (
+            _q(f"histogram_quantile(0.99, sum by (le, protocol) (rate(gateway_upstream_duration_seconds_bucket{RATE})))", "{{protocol}}"),),
+              unit="s"),
+    ], model_variable=False)
+
+
+def usage() -> Dashboard:
+    about = "Who uses which model. Principal labels are bounded by the gateway (the first 100 callers per kind, then 'other')."
+    return Dashboard("mlstack-usage", "Usage", about, [
+        Panel("Requests/s per user (top 10)", (
+            _q(f'topk(10, sum by (principal) (rate(gateway_principal_requests_total{{kind="user"}}{RATE})))', "{{principal}}"),),
+              unit="reqps"),
+        Panel("Requests/s per API key (top 10)", (
+            _q(f'topk(10, sum by (principal) (rate(gateway_principal_requests_total{{kind="api_key"}}{RATE})))', "{{principal}}"),),
+              unit="reqps"),
+        Panel("Requests by model and version (dashboard range)", (
+            _q('sum by (model, version) (increase(gateway_requests_total{model!="", model=~"$model"}[$__range]))',
+               "{{model}} v{{version}}"),), kind="bargauge"),
+        Panel("Requests/s by protocol", (_q(f"sum by (protocol) (rate(gateway_upstream_duration_seconds_count{RATE}))", "{{protocol}}"),),
+              unit="reqps"),
+    ])
+
+
+DASHBOARDS = {"serving-overview": serving_overview, "gateway": gateway, "usage": usage}
+
+
+def to_grafana(d: Dashboard) -> dict:
+    """The Grafana JSON model (schema 39) of ``d``: two panels per row, one Prometheus datasource."""
+    panels = []
+    for i, p in enumerate(d.panels):
+        panel: dict = {
+            "id": i + 1, "type": p.kind, "title": p.title, "description": p.description, "datasource": DATASOURCE,
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
+            "fieldConfig": {"defaults": {"unit": p.unit}, "overrides": []},
+            "options": {"legend": {"displayMode": "list", "placement": "bottom"}} if p.kind == "timeseries" else {},
+            "targets": [{"refId": chr(ord("A") + j), "datasource": DATASOURCE, "expr": q.expr, "legendFormat": q.legend}
+                        for j, q in enumerate(p.queries)],
+        }
+        panels.append(panel)
+    templating: list[dict] = []
+    if d.model_variable:
+        templating.append({"name": "model", "label": "model", "type": "query", "datasource": DATASOURCE,
+                           "query": {"query": "label_values(nv_inference_count, model)", "refId": "model"},
+                           "definition": "label_values(nv_inference_count, model)", "refresh": 2,
+                           "includeAll": True, "multi": True, "allValue": ".+",
+                           "current": {"selected": True, "text": ["All"], "value": ["$__all"]}})
+    return {"uid": d.uid, "title": d.title, "description": d.description, "tags": ["mlstack"], "timezone": "browser",
+            "schemaVersion": 39, "version": 1, "editable": True, "refresh": "10s", "time": {"from": "now-1h", "to": "now"},
+            "templating": {"list": templating}, "annotations": {"list": []}, "panels": panels}
+
+
+def render_all() -> dict[str, str]:
+    """File name → JSON text of every dashboard."""
+    return {f"{name}.json": json.dumps(to_grafana(build()), indent=2) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def panel_queries(dashboard_json: dict) -> list[tuple[str, str]]:
+    """``(panel title, expr)`` for every target of a Grafana dashboard JSON model."""
+    return [(p["title"], t["expr"]) for p in dashboard_json.get("panels", []) for t in p.get("targets", [])]
+
+
+def substitute(expr: str, rate_interval: str = "30s", range_: str = "1h") -> str:
+    """Replace Grafana's variables so Prometheus can run the query (``$model`` = all models)."""
+    expr = expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
+    return re.sub(r"\$model\b", ".+", expr)
+
+
+def main() -> None:
+    DASHBOARD_DIR.mkdir(parents=True, exist_ok=True)
+    for name, text in render_all().items():
+        (DASHBOARD_DIR / name).write_text(text)
+        sys.stdout.write(f"wrote {DASHBOARD_DIR / name}\n")
+
+
+if __name__ == "__main__":
+    main()
