@@ -6,6 +6,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine
@@ -34,7 +35,7 @@ class Principal:
     api_key_id: int | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
 
-    @property
+    @cached_property
     def bucket(self) -> str:
         return f"k:{self.api_key_id}" if self.api_key_id is not None else f"u:{self.user_id}"
 

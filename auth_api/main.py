@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from auth_api import bootstrap, registry
-from auth_api.api.routes import api_keys, auth, dashboard, health, history, models, predict, users, v2
+from auth_api.api.routes import api_keys, auth, dashboard, health, history, models, predict, tasks, users, v2
 from auth_api.authn import Authenticator
 from auth_api.catalog import Catalog
 from auth_api.core import db
@@ -20,6 +21,7 @@ from auth_api.core.limits import BodySizeLimit, TokenBuckets
 from auth_api.core.metrics import GatewayMetrics, MetricsMiddleware
 from auth_api.core.security import TokenCodec, load_jwt_key
 from auth_api.history_writer import HistoryWriter
+from auth_api.proxy import bento
 from auth_api.proxy.fastpath import InferFastPath
 from auth_api.proxy.grpc_server import start_grpc
 from auth_api.proxy.upstream import Upstream
@@ -51,6 +53,20 @@ def _build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
                    catalog=Catalog(settings.repository), upstream=Upstream(settings), writer=writer)
 
 
+class GatewayApp(FastAPI):
+    """FastAPI, except that ``POST /v2/models/.../infer`` is served by the fast path before FastAPI's own stack."""
+
+    fast_path: InferFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.fast_path is not None:
+            m = self.fast_path.match(scope)
+            if m is not None and (gw := self.state._state.get("gateway")) is not None:
+                await self.fast_path.serve(gw, m, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAPI:
     """A gateway app for ``settings``; its lifespan opens the DB, the upstream clients and (if ``grpc``) the gRPC port."""
     settings = settings or get_settings()
@@ -61,6 +77,7 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
         gw = await run_in_threadpool(_build_gateway, settings, metrics)
         gw.writer.start()
         await gw.upstream.start()
+        await bento.open_client(settings, gw.extras)
         server = channel = None
         if grpc:
             server, channel, gw.grpc_port = await start_grpc(gw, settings.gateway_host, settings.gateway_grpc_port)
@@ -74,19 +91,20 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
                 await channel.close()
             await gw.writer.stop()
             await gw.upstream.aclose()
+            await bento.close_client(gw.extras)
             gw.engine.dispose()
             logger.info("gateway stopped")
 
-    app = FastAPI(title="mlstack gateway", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url="/redoc")
+    app = GatewayApp(title="mlstack gateway", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                     docs_url="/docs", redoc_url="/redoc")
+    app.fast_path = InferFastPath(cors=bool(settings.gateway_cors_origins))
     install_handlers(app)
     api = APIRouter(prefix="/api/v1")
-    for r in (auth, users, api_keys, history, dashboard, models, predict):
+    for r in (auth, users, api_keys, history, dashboard, models, predict, tasks):
         api.include_router(r.router)
     app.include_router(api)
     app.include_router(v2.router)
     app.include_router(health.router)
-    app.add_middleware(InferFastPath)
     if settings.gateway_cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.gateway_cors_origins, allow_credentials=True,
                            allow_methods=["*"], allow_headers=["*"])

@@ -138,7 +138,7 @@ class Prediction(SQLModel, table=True):
     api_key_id: int | None = Field(default=None, foreign_key="api_keys.id")
     model: str = Field(index=True, max_length=64)
     version: str | None = Field(default=None, max_length=16)
-    protocol: str = Field(max_length=16)
+    protocol: str = Field(max_length=32)  # "rest", "http", "grpc", "task:<name>" (migration 0002)
     status: int = Field(index=True)
     gateway_ms: float
     upstream_ms: float

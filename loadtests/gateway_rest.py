@@ -14,9 +14,14 @@ from locust import FastHttpUser, constant, task
 from loadtests.common import MODEL, predict_problem, random_row, v2_body, v2_problem
 
 
-class GatewayUser(FastHttpUser):
-    """A signed-in client of the gateway (JWT in ``Authorization``)."""
+class _SignedIn(FastHttpUser):
+    """A signed-in client of the gateway (JWT in ``Authorization``); the subclasses choose the task mix.
 
+    Locust always inherits a base class's tasks, so the requests live here as plain methods and only the
+    concrete users below declare ``@task``s.
+    """
+
+    abstract = True
     wait_time = constant(0)
 
     def on_start(self) -> None:
@@ -32,7 +37,6 @@ class GatewayUser(FastHttpUser):
                 return
             self.headers = {"Authorization": f"Bearer {resp.json()['access_token']}", "Content-Type": "application/json"}
 
-    @task(3)
     def v2_infer(self) -> None:
         with self.client.post(f"/v2/models/{MODEL}/infer", data=v2_body(random_row()), headers=self.headers,
                               name="v2 infer", catch_response=True) as resp:
@@ -43,7 +47,6 @@ class GatewayUser(FastHttpUser):
             if problem:
                 resp.failure(problem)
 
-    @task(1)
     def predict(self) -> None:
         body = json.dumps({"instances": [random_row()]})
         with self.client.post(f"/api/v1/predict/{MODEL}", data=body, headers=self.headers, name="api predict",
@@ -56,11 +59,23 @@ class GatewayUser(FastHttpUser):
                 resp.failure(problem)
 
 
-class GatewayV2User(GatewayUser):
-    """v2 infer only: the same request as ``triton_rest``, for the direct-vs-gateway comparison."""
+class GatewayUser(_SignedIn):
+    """v2 infer and ``/api/v1/predict`` mixed 3:1."""
+
+    @task(3)
+    def v2_task(self) -> None:
+        self.v2_infer()
 
     @task(1)
-    def predict(self) -> None:  # replaces the inherited predict task: this user sends v2 infer only
+    def predict_task(self) -> None:
+        self.predict()
+
+
+class GatewayV2User(_SignedIn):
+    """v2 infer only: the same request as ``triton_rest``, for the direct-vs-gateway comparison."""
+
+    @task
+    def v2_task(self) -> None:
         self.v2_infer()
 
 

@@ -87,12 +87,16 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {"code": "body_too_large", "message": f"request body exceeds {self.max_bytes} bytes",
+        body = json.dumps({"error": {"code": "body_too_large", "message": body_too_large_message(self.max_bytes),
                                      "details": {"max_bytes": self.max_bytes}}}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def body_too_large_message(max_bytes: int) -> str:
+    return f"request body exceeds {max_bytes} bytes"
 
 
 class _BodyTooLarge(HTTPException):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PRINCIPAL_LIMIT = 100  # distinct users (and API keys) labelled individually in gateway_principal_requests_total
+CHILD_CACHE_LIMIT = 10_000  # cached label children per collector; cleared (not grown) beyond this
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -42,16 +44,53 @@ class GatewayMetrics:
                                           "Inference requests by caller (users and API keys; beyond PRINCIPAL_LIMIT per kind: 'other').",
                                           ["kind", "principal"], registry=r)
         self._principals: dict[str, set[str]] = {}
+        # labels() takes a lock and builds a key on every call; the hot path looks its children up here instead.
+        self._request_children: dict[tuple[str, str, str, int], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self._upstream_children: dict[tuple[str, str], Any] = {}
+        self._principal_children: dict[tuple[str, str], Any] = {}
+
+    def count_request(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
+        """One finished request: gateway_requests_total and gateway_request_duration_seconds."""
+        key = (route, model, version, status)
+        child = self._request_children.get(key)
+        if child is None:
+            if len(self._request_children) >= CHILD_CACHE_LIMIT:
+                self._request_children.clear()
+            child = self._request_children[key] = self.requests.labels(route, model, version, str(status))
+        child.inc()
+        hist = self._latency_children.get(route)
+        if hist is None:
+            if len(self._latency_children) >= CHILD_CACHE_LIMIT:
+                self._latency_children.clear()
+            hist = self._latency_children[route] = self.latency.labels(route)
+        hist.observe(seconds)
+
+    def observe_upstream(self, protocol: str, model: str, seconds: float) -> None:
+        key = (protocol, model)
+        child = self._upstream_children.get(key)
+        if child is None:
+            if len(self._upstream_children) >= CHILD_CACHE_LIMIT:
+                self._upstream_children.clear()
+            child = self._upstream_children[key] = self.upstream_latency.labels(protocol, model)
+        child.observe(seconds)
 
     def count_principal(self, kind: str, principal: str) -> None:
         """Count one inference request for a caller; label cardinality stays bounded (Usage dashboard)."""
+        child = self._principal_children.get((kind, principal))
+        if child is not None:
+            child.inc()
+            return
         seen = self._principals.setdefault(kind, set())
         if principal not in seen:
             if len(seen) >= PRINCIPAL_LIMIT:
                 principal = "other"
             else:
                 seen.add(principal)
-        self.principal_requests.labels(kind, principal).inc()
+        child = self.principal_requests.labels(kind, principal)
+        if principal != "other" and len(self._principal_children) < CHILD_CACHE_LIMIT:
+            self._principal_children[(kind, principal)] = child
+        child.inc()
 
 
 class MetricsMiddleware:
@@ -79,10 +118,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.m.in_flight.dec()
-            template = _template(scope)
             state = scope.get("state") or {}
-            self.m.requests.labels(template, state.get("model", ""), state.get("version", ""), str(status)).inc()
-            self.m.latency.labels(template).observe(time.perf_counter() - start)
+            self.m.count_request(_template(scope), state.get("model", ""), state.get("version", ""), status,
+                                 time.perf_counter() - start)
 
 
 def _template(scope: Scope) -> str:

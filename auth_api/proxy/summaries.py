@@ -49,7 +49,7 @@ def summarize_outputs(outputs: dict[str, np.ndarray | None], labels: list[str] |
     probs = outputs.get("probabilities")
     if probs is not None and probs.size:
         p = probs.reshape(probs.shape[0], -1)[0] if probs.ndim > 1 else probs
-        idx = int(np.argmax(p))
+        idx = int(p.argmax())
         row["output_confidence"] = float(p[idx])
         row["output_label"] = labels[idx] if labels and idx < len(labels) else str(idx)
     lab = outputs.get("label")

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 class PredictRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"instances": [[5.1, 3.5, 1.4, 0.2]]},
-        {"records": [{"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}]},
+        {"records": [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]},
     ]})
     instances: list[Any] | None = Field(None, description="Rows of numbers (or nested lists for images).", max_length=10_000)
     records: list[dict[str, float]] | None = Field(None, description="Rows keyed by the model card's feature names.",

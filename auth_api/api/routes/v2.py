@@ -6,30 +6,12 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from auth_api.deps import SECURITY_OPENAPI, GatewayDep, InferencePrincipal, authorize_inference
-from auth_api.proxy.records import base_record
-from auth_api.proxy.summaries import http_finisher
-from auth_api.proxy.upstream import FORWARD_REQUEST_HEADERS
+from auth_api.deps import SECURITY_OPENAPI, GatewayDep, InferencePrincipal
+from auth_api.proxy.fastpath import proxy_infer
+from auth_api.proxy.upstream import model_path
 from auth_api.state import Gateway
-from mlstack.errors import ModelNotFound
-from mlstack.repository.layout import NAME_RE
 
 router = APIRouter(prefix="/v2", tags=["kserve v2"])
-# Triton 2.5x answers 500 (not 400) to request bodies it cannot parse; those are the client's errors.
-_PARSE_ERRORS = (b'{"error":"failed to parse', b'{"error":"Unable to parse')
-
-
-def _model_path(name: str, version: str | None) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise ModelNotFound(name)
-    if version is not None and not (version.isdigit() and not version.startswith("0")):
-        raise ModelNotFound(name, version)
-    return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
-
-
-def _hlen(headers: dict[str, str]) -> int | None:
-    v = headers.get("inference-header-content-length")
-    return int(v) if v and v.isdigit() else None
 
 
 async def _forward_get(gw: GatewayDep, path: str) -> Response:
@@ -59,21 +41,21 @@ async def server_metadata(_: InferencePrincipal, gw: GatewayDep) -> Response:
 @router.get("/models/{name}/versions/{version}")
 async def model_metadata(name: str, _: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
     """Model metadata (inputs, outputs, versions)."""
-    return await _forward_get(gw, _model_path(name, version))
+    return await _forward_get(gw, model_path(name, version))
 
 
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
 async def model_ready(name: str, _: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
     """Model readiness."""
-    return await _forward_get(gw, _model_path(name, version) + "/ready")
+    return await _forward_get(gw, model_path(name, version) + "/ready")
 
 
 @router.get("/models/{name}/config")
 @router.get("/models/{name}/versions/{version}/config")
 async def model_config(name: str, _: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
     """Model configuration (Triton extension)."""
-    return await _forward_get(gw, _model_path(name, version) + "/config")
+    return await _forward_get(gw, model_path(name, version) + "/config")
 
 
 @router.post("/models/{name}/infer", openapi_extra=SECURITY_OPENAPI)
@@ -87,22 +69,9 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
 
 
 async def forward_infer(request: Request, name: str, version: str | None) -> Response:
-    """The hot path: authorize, forward the body untouched, enqueue the history record, return Triton's bytes."""
-    start = time.perf_counter()
+    """The hot path (``auth_api.proxy.fastpath.proxy_infer``) behind FastAPI: CORS requests and the OpenAPI route."""
     gw: Gateway = request.app.state.gateway
-    p = await authorize_inference(request, gw)
-    path = _model_path(name, version) + "/infer"
-    request.state.model, request.state.version = name, version or ""
-    body = await request.body()
-    hdrs = request.headers
-    fwd = {k: v for k in FORWARD_REQUEST_HEADERS if (v := hdrs.get(k)) is not None}
-    up = await gw.upstream.request("POST", path, body, fwd)
-    gw.metrics.upstream_latency.labels("http", name).observe(up.elapsed_s)
-    if up.status == 200:  # history holds successful predictions; failures are counted in metrics
-        rec = base_record(p, model=name, version=version, protocol="http", status=200, total_s=time.perf_counter() - start,
-                          upstream_s=up.elapsed_s, client_ip=request.client.host if request.client else None)
-        await gw.writer.put(rec, http_finisher(body, _hlen(fwd), up.content, _hlen(up.headers), gw.catalog.labels,
-                                               fwd.get("content-encoding")))
-    elif up.status == 500 and up.content.startswith(_PARSE_ERRORS):
-        return Response(up.content, status_code=400, headers=up.headers)
-    return Response(up.content, status_code=up.status, headers=up.headers)
+    status, headers, body = await proxy_infer(gw, name, version, request.scope, request.receive, time.perf_counter())
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response

@@ -1,0 +1,81 @@
+"""``POST /api/v1/tasks/{task}``: task-level APIs (images, records, explanations, battery twin) via the BentoML service.
+
+Bodies go to the service unchanged (multipart for ``classify_image``, JSON otherwise) and its answers, errors included,
+come back unchanged. A successful call leaves a history row, summarised in the history writer (``task_summaries``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from auth_api.core.errors import NotFound
+from auth_api.deps import GatewayDep, InferencePrincipal
+from auth_api.proxy.bento import get_client
+from auth_api.proxy.records import base_record
+from auth_api.proxy.task_summaries import task_finisher
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TASKS = ("classify_image", "predict_records", "explain", "simulate_battery")
+SIMULATOR = "battery-simulator"  # the history's model for an unscored simulation
+
+_JSON_BODY = {"schema": {"type": "object"}, "examples": {
+    "predict_records": {"summary": "predict_records", "value": {"model": "iris-rf", "records": [
+        {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]}},
+    "explain": {"summary": "explain", "value": {"model": "diabetes-rf", "records": [{"age": 0.03, "sex": 0.05, "bmi": 0.06,
+                                                                                    "bp": 0.02, "s1": -0.04, "s2": -0.03,
+                                                                                    "s3": -0.04, "s4": 0.0, "s5": 0.02,
+                                                                                    "s6": -0.02}]}},
+    "simulate_battery": {"summary": "simulate_battery", "value": {"profile": {"kind": "constant", "current_a": 3.0,
+                                                                              "duration_s": 600, "rest_s": 300}}},
+}}
+_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+        "image": {"type": "string", "format": "binary", "description": "PNG or JPEG, at most 10 MiB (classify_image)"},
+        "model": {"type": "string", "default": "digits-cnn"}, "top_k": {"type": "integer", "default": 3}}}},
+    "application/json": _JSON_BODY}}}
+
+
+@router.post("/{task}", openapi_extra=_OPENAPI, responses={200: {"content": {"application/json": {}}}})
+async def run_task(task: str, request: Request, p: InferencePrincipal, gw: GatewayDep) -> Response:
+    """Run a task on the BentoML service: ``classify_image`` (multipart), ``predict_records``, ``explain``,
+    ``simulate_battery`` (JSON). See services/bento/README.md for each body and answer."""
+    start = time.perf_counter()
+    if task not in TASKS:
+        raise NotFound(f"unknown task '{task[:64]}'; known tasks: {', '.join(TASKS)}", code="task_not_found",
+                       details={"task": task[:64], "tasks": list(TASKS)})
+    body = await request.body()
+    ctype = request.headers.get("content-type") or ("application/octet-stream" if task == "classify_image" else "application/json")
+    up = await get_client(gw.extras).post(task, body, ctype)
+    if up.status != 200:  # errors pass through as the service wrote them; history holds successes only
+        gw.metrics.upstream_latency.labels("task", "").observe(up.elapsed_s)
+        return Response(up.content, status_code=up.status, headers=up.headers)
+    try:
+        doc: Any = json.loads(up.content)
+    except ValueError:
+        doc = None
+    model, version = _identity(task, doc)
+    gw.metrics.upstream_latency.labels("task", model).observe(up.elapsed_s)
+    request.state.model, request.state.version = model, version or ""
+    rec = base_record(p, model=model, version=version, protocol=f"task:{task}", status=200,
+                      total_s=time.perf_counter() - start, upstream_s=up.elapsed_s,
+                      client_ip=request.client.host if request.client else None)
+    await gw.writer.put(rec, task_finisher(task, body, ctype, doc))
+    return Response(up.content, status_code=200, headers=up.headers)
+
+
+def _identity(task: str, doc: Any) -> tuple[str, str | None]:
+    """The model and version a successful answer came from (a simulation is attributed to its fault classifier)."""
+    if not isinstance(doc, dict):
+        return (SIMULATOR if task == "simulate_battery" else task), None
+    if task == "simulate_battery":
+        fault = (doc.get("scores") or {}).get("battery-fault")
+        if isinstance(fault, dict) and fault.get("version") is not None:
+            return "battery-fault", str(fault["version"])
+        return SIMULATOR, None
+    version = doc.get("version")
+    return str(doc.get("model") or task)[:64], (str(version)[:16] if version is not None else None)
