@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -38,6 +39,7 @@ class Running:
     name: str
     url: str
     component: Component
+    on_ready: Callable[[Callable[[str], None]], None] | None = None
 
 
 def pid_file(settings: Settings) -> Path:
@@ -63,9 +65,27 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 def _gateway(settings: Settings) -> Running:
     base = f"http://{settings.gateway_host}:{settings.gateway_http_port}"
+    env = _child_env(settings)
+    generated = None
+    if settings.admin_password is None:
+        # The gateway prints a generated admin password on its stderr, which is a log file here; instead hand it one
+        # and show it on this console, once, if it was used (i.e. the admin did not exist yet).
+        generated = secrets.token_urlsafe(18)
+        env["MLSTACK_ADMIN_PASSWORD"] = generated
     proc = ManagedProcess("gateway", [sys.executable, "-m", "auth_api"], ready_url=f"{base}/health/live",
-                          log_path=settings.var_dir / "logs" / "gateway.log", url=base, env=_child_env(settings))
-    return Running("gateway", base, proc)
+                          log_path=settings.var_dir / "logs" / "gateway.log", url=base, env=env)
+
+    def show_admin_password(report: Callable[[str], None]) -> None:
+        if generated is None:
+            return
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.post(f"{base}/api/v1/auth/login", json={"username": settings.admin_username, "password": generated},
+                           timeout=10)
+            if r.status_code == 200:
+                report(f"gateway: created admin user '{settings.admin_username}' with password {generated} "
+                       "(shown once; set MLSTACK_ADMIN_PASSWORD to choose it)")
+
+    return Running("gateway", base, proc, show_admin_password)
 
 
 def _triton(settings: Settings) -> Running:
@@ -109,6 +129,8 @@ class Stack:
             item.component.start()
             self.running.append(item)
             report(f"{name} ready at {item.url}")
+            if item.on_ready is not None:
+                item.on_ready(report)
 
     def stop(self, report: Callable[[str], None]) -> None:
         with self._lock:

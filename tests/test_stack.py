@@ -118,3 +118,34 @@ def test_up_fails_fast_naming_a_busy_port(stack_env: dict[str, str]) -> None:
     assert res.returncode == 1
     assert stack_env["MLSTACK_TRITON_HTTP_PORT"] in res.stdout and "in use" in res.stdout
     assert time.monotonic() - t0 < 60
+
+
+def _up_gateway_until_ready(env: dict[str, str]) -> str:
+    """`mlstack up --only gateway` until it says the stack is up (or exits), then Ctrl+C; its console output."""
+    proc = subprocess.Popen([*MLSTACK, "up", "--only", "gateway"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends at EOF if `up` exits early
+            lines.append(line)
+            if "stack is up" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(lines) + out
+    return "".join(lines) + out
+
+
+def test_generated_admin_password_is_shown_once_on_the_console(stack_env: dict[str, str], tmp_path: Path) -> None:
+    env = {k: v for k, v in stack_env.items() if k != "MLSTACK_ADMIN_PASSWORD"}
+    first = _up_gateway_until_ready(env)
+    assert "created admin user 'admin' with password " in first, first
+    password = first.split("with password ", 1)[1].split()[0]
+    log = (Path(env["MLSTACK_VAR_DIR"]) / "logs" / "gateway.log").read_text()
+    assert password not in log
+    second = _up_gateway_until_ready(env)
+    assert "created admin user" not in second, second
