@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -28,6 +29,17 @@ class StartError(MlstackError):
 
     code = "start_failed"
     status = 503
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something listens on host:port (bound with SO_REUSEADDR as servers do: TIME_WAIT leftovers don't count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def log_tail(path: Path, lines: int = 8, max_chars: int = 1500) -> str:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from types import TracebackType
 import httpx
 
 from mlstack.errors import MlstackError
+from mlstack.process import port_in_use
 from mlstack.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,15 +45,6 @@ def pid_file(settings: Settings) -> Path:
 def log_file(settings: Settings) -> Path:
     return Path(settings.var_dir) / "logs" / "bento.log"
 
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def settings_env(settings: Settings, repository: Path) -> dict[str, str]:
@@ -103,7 +94,7 @@ class BentoServer:
         timeout = s.bento_startup_timeout_s if timeout is None else timeout
         if not self.repository.is_dir():
             raise BentoStartError(f"model repository {self.repository} does not exist", details={"repository": str(self.repository)})
-        if _port_in_use(s.bento_host, s.bento_port):
+        if port_in_use(s.bento_host, s.bento_port):
             raise BentoStartError(f"port {s.bento_host}:{s.bento_port} is already in use; set MLSTACK_BENTO_PORT or stop "
                                   "what holds it", details={"port": s.bento_port})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

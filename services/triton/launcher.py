@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from types import TracebackType
 import httpx
 
 from mlstack.errors import MlstackError
+from mlstack.process import port_in_use
 from mlstack.settings import Settings
 from services.triton.health import health
 from services.triton.install import INSTALL_HINT, TritonNotInstalled, backend_dir, find_dist, server_env
@@ -43,16 +43,6 @@ def pid_file(settings: Settings) -> Path:
 def log_file(settings: Settings) -> Path:
     return Path(settings.var_dir) / "logs" / "triton.log"
 
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR as servers use it: TIME_WAIT leftovers don't count, a listener does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 class TritonServer:
@@ -121,7 +111,7 @@ class TritonServer:
             raise TritonStartError(f"model repository {self.repository} does not exist",
                                    details={"repository": str(self.repository)})
         for what, port in (("HTTP", s.triton_http_port), ("gRPC", s.triton_grpc_port), ("metrics", s.triton_metrics_port)):
-            if _port_in_use(s.triton_host, port):
+            if port_in_use(s.triton_host, port):
                 raise TritonStartError(f"{what} port {s.triton_host}:{port} is already in use; "
                                        f"set MLSTACK_TRITON_{what.upper()}_PORT or stop what holds it",
                                        details={"port": port, "endpoint": what})
