@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session, func, select
 
 from auth_api.models import ApiKey, User
-from tests.auth_api.conftest import PASSWORD, RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.gateway import PASSWORD, RunningGateway, gateway_settings, run_gateway
 
 
 def _error(r) -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from auth_api.core.security import TokenCodec
-from tests.auth_api.conftest import RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.db import BACKENDS, fresh_database
 
 PUBLIC, USER, ENGINEER, ADMIN = "public", "user", "engineer", "admin"

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session, func, select
 
 from auth_api.models import Prediction
-from tests.auth_api.conftest import RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 
 
 def _err(r: httpx.Response) -> dict:

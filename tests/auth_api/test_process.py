@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.auth_api.conftest import ADMIN_PASSWORD
+from tests.fixtures.gateway import ADMIN_PASSWORD
 from tests.fixtures.triton import TritonFixture, free_ports
 
 pytestmark = pytest.mark.slow

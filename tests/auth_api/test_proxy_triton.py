@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from tritonclient.utils import InferenceServerException
 
 from auth_api.models import Prediction
-from tests.auth_api.conftest import RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.triton import TritonFixture
 
 pytestmark = pytest.mark.slow

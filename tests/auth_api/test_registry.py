@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from auth_api.models import ModelVersion
 from mlstack.repository.layout import versions
-from tests.auth_api.conftest import RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.auth_api.test_serving import iris_card, iris_onnx
 from tests.fixtures.triton import TritonFixture
 

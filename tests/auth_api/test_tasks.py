@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mlstack.repository.layout import read_card
-from tests.auth_api.conftest import RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.bento import BentoFixture
 from tests.fixtures.db import BACKENDS, fresh_database
 from tests.fixtures.triton import free_ports
