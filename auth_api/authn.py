@@ -1,4 +1,8 @@
-"""Who is calling: JWT access tokens and API keys resolved to a Principal, with small caches for the hot path."""
+"""Who is calling: JWT access tokens and API keys resolved to a Principal, with small caches for the hot path.
+
+The role, name and active flag of a Principal come from the live account (accounts.AccountCache), never from token
+claims; a token is also refused once its account's token version moved on (password change, deactivation).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from auth_api import crud
+from auth_api.accounts import Account, AccountCache, Invalidations, LocalInvalidations
 from auth_api.core.errors import Unauthorized
 from auth_api.core.metrics import GatewayMetrics
 from auth_api.core.security import TokenCodec, secret_matches, split_api_key
@@ -34,6 +39,7 @@ class Principal:
     role: str
     api_key_id: int | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    token_version: int | None = None  # of the access token that authenticated the caller (None for API keys)
 
     @cached_property
     def bucket(self) -> str:
@@ -47,13 +53,19 @@ ANONYMOUS = Principal(kind="anonymous", user_id=None, username="anonymous", role
 
 
 @dataclass
+class _TokenEntry:
+    user_id: int
+    token_version: int
+    exp: float
+    account: Account | None = None  # the account state ``principal`` was built from
+    principal: Principal | None = None
+
+
+@dataclass
 class _KeyEntry:
     key_id: int
     secret_hash: str
     owner_id: int
-    owner_name: str
-    owner_role: str
-    active: bool
     revoked: bool
     expires_at: datetime | None
     scopes: frozenset[str]
@@ -61,16 +73,43 @@ class _KeyEntry:
 
 
 class Authenticator:
-    """Resolves credentials; JWTs are verified once and cached until expiry, API keys cached for a few seconds."""
+    """Resolves credentials; JWT signatures are verified once and cached until expiry, API keys for a few seconds,
+    accounts for ``account_ttl_s`` (and dropped at once by ``invalidate_user``/``forget_key``)."""
 
-    def __init__(self, engine: Engine, codec: TokenCodec, metrics: GatewayMetrics, cache_size: int = 10_000):
+    def __init__(self, engine: Engine, codec: TokenCodec, metrics: GatewayMetrics, cache_size: int = 10_000,
+                 account_ttl_s: float = 1.0, invalidations: Invalidations | None = None):
         self.engine = engine
         self.codec = codec
         self.metrics = metrics
         self.cache_size = cache_size
-        self._jwt_cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self.accounts = AccountCache(engine, ttl_s=account_ttl_s)
+        self.invalidations: Invalidations = invalidations or LocalInvalidations()
+        self.invalidations.subscribe(self._on_invalidation)
+        self._jwt_cache: OrderedDict[str, _TokenEntry] = OrderedDict()
         self._keys: dict[str, _KeyEntry] = {}
         self._touched: dict[int, float] = {}
+        self._key_generation = 0  # a key read that started before a revocation is used once, not cached
+
+    def invalidate_user(self, user_id: int) -> None:
+        """Announce that an account changed (role, active flag, password, keys): cached copies are dropped at once."""
+        self.invalidations.publish("user", str(user_id))
+
+    def forget_key(self, prefix: str) -> None:
+        """Announce a revoked key (revocation takes effect immediately)."""
+        self.invalidations.publish("api_key", prefix)
+
+    def _on_invalidation(self, kind: str, ident: str) -> None:
+        if kind == "user":
+            self.accounts.drop(int(ident))
+        elif kind == "api_key":
+            self._key_generation += 1
+            self._keys.pop(ident, None)
+
+    async def _live(self, user_id: int) -> Account:
+        acct = await self.accounts.get(user_id)
+        if not acct.is_active:
+            raise self.fail("inactive_user", "account disabled")
+        return acct
 
     def fail(self, reason: str, message: str) -> Unauthorized:
         self.metrics.auth_failures.labels(reason).inc()
@@ -88,27 +127,29 @@ class Authenticator:
             raise self.fail("bad_scheme", "use 'Authorization: Bearer <token or API key>'")
         if split_api_key(cred) is not None:
             return await self._api_key(cred)
-        return self._jwt(cred)
+        return await self._jwt(cred)
 
-    def _jwt(self, token: str) -> Principal:
-        now = time.time()
+    async def _jwt(self, token: str) -> Principal:
         hit = self._jwt_cache.get(token)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        try:
-            claims = self.codec.decode(token, "access")
-        except Unauthorized as exc:
-            self.metrics.auth_failures.labels(exc.code).inc()
-            raise
-        p = Principal(kind="user", user_id=int(claims["sub"]), username=str(claims.get("name", "")), role=str(claims.get("role")))
-        self._jwt_cache[token] = (p, float(claims["exp"]))
-        if len(self._jwt_cache) > self.cache_size:
-            self._jwt_cache.popitem(last=False)
+        if hit is None or hit.exp <= time.time():
+            try:
+                claims = self.codec.decode(token, "access")
+            except Unauthorized as exc:
+                self.metrics.auth_failures.labels(exc.code).inc()
+                raise
+            hit = _TokenEntry(user_id=int(claims["sub"]), token_version=int(claims["tv"]), exp=float(claims["exp"]))
+            self._jwt_cache[token] = hit
+            if len(self._jwt_cache) > self.cache_size:
+                self._jwt_cache.popitem(last=False)
+        acct = await self._live(hit.user_id)
+        if acct.token_version != hit.token_version:
+            raise self.fail("token_revoked", "this token was issued before the account's credentials changed; log in again")
+        p = hit.principal
+        if p is None or hit.account is not acct:
+            p = Principal(kind="user", user_id=acct.user_id, username=acct.username, role=acct.role,
+                          token_version=hit.token_version)
+            hit.account, hit.principal = acct, p
         return p
-
-    def forget_key(self, prefix: str) -> None:
-        """Drop a cached key at once (revocation in this process takes effect immediately)."""
-        self._keys.pop(prefix, None)
 
     async def _api_key(self, key: str) -> Principal:
         parts = split_api_key(key)
@@ -117,8 +158,9 @@ class Authenticator:
         prefix, secret = parts
         entry = self._keys.get(prefix)
         if entry is None or time.monotonic() - entry.fetched > KEY_CACHE_TTL_S:
+            generation = self._key_generation
             entry = await run_in_threadpool(self._load_key, prefix)
-            if entry is not None:
+            if entry is not None and generation == self._key_generation:
                 self._keys[prefix] = entry
                 if len(self._keys) > self.cache_size:
                     self._keys.pop(next(iter(self._keys)))
@@ -128,13 +170,12 @@ class Authenticator:
             raise self.fail("revoked_api_key", "API key revoked")
         if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
             raise self.fail("expired_api_key", "API key expired")
-        if not entry.active:
-            raise self.fail("inactive_user", "account disabled")
+        owner = await self._live(entry.owner_id)
         mono = time.monotonic()
         if mono - self._touched.get(entry.key_id, 0.0) > TOUCH_EVERY_S:
             self._touched[entry.key_id] = mono
             await run_in_threadpool(self._touch, entry.key_id)
-        return Principal(kind="api_key", user_id=entry.owner_id, username=entry.owner_name, role=entry.owner_role,
+        return Principal(kind="api_key", user_id=entry.owner_id, username=owner.username, role=owner.role,
                          api_key_id=entry.key_id, scopes=entry.scopes)
 
     def _load_key(self, prefix: str) -> _KeyEntry | None:
@@ -142,11 +183,7 @@ class Authenticator:
             key = crud.get_api_key_by_prefix(db, prefix)
             if key is None or key.id is None:
                 return None
-            owner = crud.get_user(db, key.owner_id)
-            if owner is None:
-                return None
-            return _KeyEntry(key_id=key.id, secret_hash=key.secret_hash, owner_id=key.owner_id, owner_name=owner.username,
-                             owner_role=owner.role, active=owner.is_active, revoked=key.revoked_at is not None,
+            return _KeyEntry(key_id=key.id, secret_hash=key.secret_hash, owner_id=key.owner_id, revoked=key.revoked_at is not None,
                              expires_at=key.expires_at, scopes=frozenset(key.scopes or []), fetched=time.monotonic())
 
     def _touch(self, key_id: int) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 
+from auth_api import identities
 from auth_api.core import security
-from auth_api.core.errors import Conflict, NotFound
+from auth_api.core.errors import Conflict, NotFound, Unauthorized
 from auth_api.models import ApiKey, ApiKeyCreate, Feedback, FeedbackCreate, RefreshToken, User, UserCreate, UserUpdate, utcnow
 
 
@@ -18,41 +20,81 @@ def get_user(db: Session, user_id: int) -> User | None:
 
 
 def get_user_by_username(db: Session, username: str) -> User | None:
-    return db.exec(select(User).where(User.username == username)).first()
+    """Case-insensitive (NFKC + casefold), the way logins look accounts up."""
+    return db.exec(select(User).where(User.username_key == identities.login_key(username))).first()
 
 
-def create_user(db: Session, data: UserCreate) -> User:
-    user = User(username=data.username, email=data.email, role=data.role, password_hash=security.hash_password(data.password))
+def create_user(db: Session, data: UserCreate, password_hash: str | None = None) -> User:
+    """``password_hash`` when the caller already hashed ``data.password`` (off the request threads, see HashPool)."""
+    ukey = identities.lookup_key(data.username)
+    ekey = identities.lookup_key(data.email) if data.email else None
+    _ensure_free(db, ukey, ekey, None)
+    user = User(username=data.username, email=data.email, role=data.role, username_key=ukey, email_key=ekey,
+                password_hash=password_hash or security.hash_password(data.password))
     db.add(user)
     try:
         db.commit()
-    except IntegrityError as exc:
+    except IntegrityError as exc:  # a concurrent registration won between the check and the insert
         db.rollback()
+        _ensure_free(db, ukey, ekey, None)
         raise Conflict(f"username '{data.username}' is taken", code="username_taken") from exc
     db.refresh(user)
     return user
 
 
-def update_user(db: Session, user: User, data: UserUpdate) -> User:
-    fields = data.model_dump(exclude_unset=True)
-    if "password" in fields:
-        pw = fields.pop("password")
-        if pw is not None:
-            user.password_hash = security.hash_password(pw)
+def _ensure_free(db: Session, ukey: str | None, ekey: str | None, user_id: int | None) -> None:
+    if ukey is not None and db.exec(select(User.id).where(User.username_key == ukey, User.id != user_id)).first() is not None:
+        raise Conflict("this username is taken (usernames are case-insensitive)", code="username_taken")
+    if ekey is not None and db.exec(select(User.id).where(User.email_key == ekey, User.id != user_id)).first() is not None:
+        raise Conflict("this email is already registered", code="email_taken")
+
+
+def update_user(db: Session, user: User, data: UserUpdate, password_hash: str | None = None) -> User:
+    """Apply ``data``; a new password or deactivation bumps the token version (old access tokens die) and revokes
+    refresh tokens. Never leaves the system without an active admin (Conflict ``last_admin``)."""
+    assert user.id is not None
+    fields = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
+    password = fields.pop("password", None)
+    demotes = user.role == "admin" and user.is_active and (
+        fields.get("role", "admin") != "admin" or fields.get("is_active", True) is False)
+    if demotes:
+        _lock_active_admins(db)
+    ends_sessions = password is not None or (fields.get("is_active") is False and user.is_active)
+    if "email" in fields:
+        ekey = identities.lookup_key(fields["email"])
+        _ensure_free(db, None, ekey, user.id)
+        user.email_key = ekey
     for k, v in fields.items():
-        if v is not None:
-            setattr(user, k, v)
+        setattr(user, k, v)
+    if password is not None:
+        user.password_hash = password_hash or security.hash_password(password)
+    if ends_sessions:  # in SQL: two concurrent changes both move the version on
+        user.token_version = User.token_version + 1  # type: ignore[assignment]
     db.add(user)
-    db.commit()
+    try:
+        db.flush()
+        if demotes and _active_admins(db) == 0:
+            db.rollback()
+            raise Conflict("this would leave no active admin; promote another admin first", code="last_admin")
+        if ends_sessions:
+            db.execute(update(RefreshToken).where(col(RefreshToken.user_id) == user.id, col(RefreshToken.revoked_at).is_(None))
+                       .values(revoked_at=utcnow()))
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise Conflict("this email is already registered", code="email_taken") from exc
     db.refresh(user)
     return user
 
 
-def authenticate(db: Session, username: str, password: str) -> User | None:
-    """The active user with these credentials, else None (same work either way)."""
-    user = get_user_by_username(db, username)
-    ok = security.verify_password(password, user.password_hash if user else None)
-    return user if ok and user is not None and user.is_active else None
+def _lock_active_admins(db: Session) -> None:
+    """PostgreSQL: lock the active admins' rows so two admins demoting each other at once are serialised (the second
+    then sees the first's change). SQLite serialises writers anyway and ignores FOR UPDATE."""
+    db.exec(select(User.id).where(User.role == "admin", col(User.is_active).is_(True)).with_for_update()).all()
+
+
+def _active_admins(db: Session) -> int:
+    return int(db.exec(select(func.count()).select_from(User).where(User.role == "admin", col(User.is_active).is_(True))).one())
 
 
 def list_users(db: Session, limit: int, offset: int) -> list[User]:
@@ -60,11 +102,23 @@ def list_users(db: Session, limit: int, offset: int) -> list[User]:
 
 
 # --- API keys ---------------------------------------------------------------------------------
-def create_api_key(db: Session, owner: User, data: ApiKeyCreate) -> tuple[ApiKey, str]:
+def create_api_key(db: Session, owner_id: int, token_version: int | None, data: ApiKeyCreate) -> tuple[ApiKey, str]:
+    """A new key, only while the owner is active (and, for a login token, its version is current).
+
+    The check is a conditional UPDATE of the owner's row in the key's own transaction: it reads the latest committed
+    state and holds the row (PostgreSQL) or the database (SQLite) until commit, so a deactivation cannot slip between
+    the check and the insert, and a token that went stale in another gateway process cannot mint a key.
+    """
+    cond = [col(User.id) == owner_id, col(User.is_active).is_(True)]
+    if token_version is not None:
+        cond.append(col(User.token_version) == token_version)
+    res = db.execute(update(User).where(*cond).values(token_version=User.token_version))
+    if getattr(res, "rowcount", 0) != 1:
+        db.rollback()
+        raise Unauthorized("account disabled or credentials changed; log in again", code="inactive_user")
     full, prefix, secret_hash = security.new_api_key()
     expires = utcnow() + timedelta(days=data.expires_in_days) if data.expires_in_days else None
-    assert owner.id is not None
-    key = ApiKey(prefix=prefix, secret_hash=secret_hash, name=data.name, owner_id=owner.id, scopes=list(data.scopes),
+    key = ApiKey(prefix=prefix, secret_hash=secret_hash, name=data.name, owner_id=owner_id, scopes=list(data.scopes),
                  expires_at=expires)
     db.add(key)
     db.commit()

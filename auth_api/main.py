@@ -12,16 +12,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from auth_api import bootstrap, registry
+from auth_api.api.docs import ERROR_RESPONSES, install_offline_docs
 from auth_api.api.routes import api_keys, auth, dashboard, health, history, models, predict, tasks, users, v2
 from auth_api.authn import Authenticator
 from auth_api.catalog import Catalog
 from auth_api.core import db
 from auth_api.core.errors import install_handlers
+from auth_api.core.hashpool import HashPool
 from auth_api.core.limits import BodySizeLimit, TokenBuckets
 from auth_api.core.metrics import GatewayMetrics, MetricsMiddleware
 from auth_api.core.security import TokenCodec, load_jwt_key
+from auth_api.core.throttle import LoginThrottle
 from auth_api.history_writer import HistoryWriter
 from auth_api.proxy import bento
+from auth_api.proxy.cache import open_cache
 from auth_api.proxy.fastpath import InferFastPath
 from auth_api.proxy.grpc_server import start_grpc
 from auth_api.proxy.upstream import Upstream
@@ -48,9 +52,10 @@ def _build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
                            batch_size=settings.gateway_history_batch_size,
                            flush_interval_s=settings.gateway_history_flush_interval_s)
     return Gateway(settings=settings, metrics=metrics, engine=engine, codec=codec,
-                   auth=Authenticator(engine, codec, metrics),
+                   auth=Authenticator(engine, codec, metrics, account_ttl_s=settings.gateway_account_cache_ttl_s),
                    buckets=TokenBuckets(settings.gateway_rate_limit_rps, settings.gateway_rate_limit_burst),
-                   catalog=Catalog(settings.repository), upstream=Upstream(settings), writer=writer)
+                   catalog=Catalog(settings.repository), upstream=Upstream(settings), writer=writer,
+                   hashing=HashPool(settings.gateway_password_hash_workers), throttle=LoginThrottle.from_settings(settings))
 
 
 class GatewayApp(FastAPI):
@@ -75,9 +80,11 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = await run_in_threadpool(_build_gateway, settings, metrics)
+        metrics.bind_models(gw.catalog)  # model labels: repository models only
         gw.writer.start()
         await gw.upstream.start()
         await bento.open_client(settings, gw.extras)
+        pcache = open_cache(settings, metrics.registry, metrics.model_label, gw.extras)
         server = channel = None
         if grpc:
             server, channel, gw.grpc_port = await start_grpc(gw, settings.gateway_host, settings.gateway_grpc_port)
@@ -92,11 +99,14 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
             await gw.writer.stop()
             await gw.upstream.aclose()
             await bento.close_client(gw.extras)
+            await pcache.close()
+            gw.hashing.close()
             gw.engine.dispose()
             logger.info("gateway stopped")
 
     app = GatewayApp(title="mlstack gateway", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                     docs_url="/docs", redoc_url="/redoc")
+                     docs_url=None, redoc_url=None, responses=ERROR_RESPONSES)
+    install_offline_docs(app)
     app.fast_path = InferFastPath(cors=bool(settings.gateway_cors_origins))
     install_handlers(app)
     api = APIRouter(prefix="/api/v1")

@@ -9,9 +9,13 @@ from pydantic import field_validator
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from auth_api import identities
+
 Role = Literal["admin", "engineer", "user"]
 ROLES: tuple[str, ...] = ("user", "engineer", "admin")
 EMAIL_RE = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
+# New usernames (inputs); stored names of older accounts may be up to 64 characters (UserBase).
+NEW_USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
 
 
 def utcnow() -> datetime:
@@ -25,22 +29,42 @@ class UserBase(SQLModel):
     email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE})
 
 
-class UserCreate(UserBase):
+class _NormalisedIdentity(SQLModel):
+    """Usernames and emails arrive NFKC-normalised (identities.py); constraints then apply to the normalised text."""
+
+    @field_validator("username", mode="before", check_fields=False)
+    @classmethod
+    def _username(cls, v: object) -> object:
+        return identities.clean_username(v) if isinstance(v, str) else v
+
+    @field_validator("email", mode="before", check_fields=False)
+    @classmethod
+    def _email(cls, v: object) -> object:
+        return identities.clean_email(v) if isinstance(v, str) else v
+
+
+class UserCreate(_NormalisedIdentity, UserBase):
+    username: str = Field(min_length=3, max_length=32, schema_extra={"pattern": NEW_USERNAME})
     password: str = Field(min_length=8, max_length=256)
     role: Role = "user"
 
 
-class UserRegister(SQLModel):
-    username: str = Field(min_length=3, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9_.-]+$", "examples": ["alice"]})
+class UserRegister(_NormalisedIdentity):
+    username: str = Field(min_length=3, max_length=32, schema_extra={"pattern": NEW_USERNAME, "examples": ["alice"]})
     password: str = Field(min_length=8, max_length=256, schema_extra={"examples": ["correct horse battery"]})
     email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE, "examples": ["alice@example.com"]})
 
 
-class UserUpdate(SQLModel):
+class UserUpdate(_NormalisedIdentity):
     email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE})
     password: str | None = Field(default=None, min_length=8, max_length=256)
     role: Role | None = None
     is_active: bool | None = None
+
+
+class PasswordChange(SQLModel):
+    old_password: str = Field(max_length=256)
+    new_password: str = Field(min_length=8, max_length=256)
 
 
 class User(UserBase, table=True):
@@ -50,6 +74,11 @@ class User(UserBase, table=True):
     role: str = Field(default="user", max_length=16)
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    # Unique lookup keys (identities.lookup_key), migration 0003.
+    username_key: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    email_key: str | None = Field(default=None, max_length=254, unique=True, index=True)
+    # Bumped by a password change or deactivation: access tokens carry the value they were issued with.
+    token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class UserPublic(UserBase):
@@ -148,6 +177,7 @@ class Prediction(SQLModel, table=True):
     output_label: str | None = Field(default=None, index=True, max_length=128)
     output_confidence: float | None = None
     output_value: float | None = None
+    error_code: str | None = Field(default=None, max_length=64)  # set on failed predictions (migration 0004)
     client_ip: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
@@ -168,6 +198,7 @@ class PredictionPublic(SQLModel):
     output_label: str | None
     output_confidence: float | None
     output_value: float | None
+    error_code: str | None = None
     client_ip: str | None
     created_at: datetime
 

@@ -48,14 +48,23 @@ def stats(db: Session, p: Principal) -> dict[str, Any]:
     by_label = db.exec(select(base.c.model, base.c.output_label, func.count()).where(base.c.output_label.is_not(None))
                        .group_by(base.c.model, base.c.output_label).order_by(base.c.model, base.c.output_label)).all()
     mean_conf = db.exec(select(func.avg(base.c.output_confidence))).one()
+    failed = scoped(select(Prediction), p).where(Prediction.status != 200).subquery()
+    errors = db.exec(select(func.count()).select_from(failed)).one()
+    err_model = dict(db.exec(select(failed.c.model, func.count()).group_by(failed.c.model)).all())
+    by_error = db.exec(select(failed.c.model, failed.c.status, failed.c.error_code, func.count())
+                       .group_by(failed.c.model, failed.c.status, failed.c.error_code)
+                       .order_by(failed.c.model, failed.c.status, failed.c.error_code)).all()
     fb = select(Feedback.correct).join(Prediction, col(Prediction.id) == col(Feedback.prediction_id))
     if p.role != "admin":
         fb = fb.where(Prediction.user_id == p.user_id)
     verdicts = list(db.exec(fb))
     n_fb, n_ok = len(verdicts), sum(1 for v in verdicts if v)
+    ok = dict(by_model)
     return {
         "total": int(total),
-        "by_model": [{"model": m, "count": c} for m, c in by_model],
+        "errors": int(errors),
+        "by_model": [{"model": m, "count": ok.get(m, 0), "errors": err_model.get(m, 0)} for m in sorted({*ok, *err_model})],
+        "by_error": [{"model": m, "status": st, "code": code, "count": c} for m, st, code, c in by_error],
         "by_version": [{"model": m, "version": v, "count": c} for m, v, c in by_version],
         "by_label": [{"model": m, "label": lab, "count": c} for m, lab, c in by_label],
         "mean_confidence": float(mean_conf) if mean_conf is not None else None,
@@ -80,7 +89,7 @@ def timeline(db: Session, p: Principal, days: int, bucket: str) -> list[dict[str
         counts[start] += 1
         if status != 200:
             errors[start] += 1
-    return [{"bucket_start": b, "count": counts[b], "errors": errors[b]} for b in sorted(counts)]
+    return [{"bucket_start": b, "count": counts[b], "successes": counts[b] - errors[b], "errors": errors[b]} for b in sorted(counts)]
 
 
 def by_label(db: Session, p: Principal, label: str, limit: int) -> dict[str, Any]:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from auth_api.authn import Authenticator
 from auth_api.catalog import Catalog
+from auth_api.core.hashpool import HashPool
 from auth_api.core.limits import TokenBuckets
 from auth_api.core.metrics import GatewayMetrics
 from auth_api.core.security import TokenCodec
+from auth_api.core.throttle import LoginThrottle
 from auth_api.history_writer import HistoryWriter
 from auth_api.proxy.upstream import Upstream
 from mlstack.settings import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,5 +36,16 @@ class Gateway:
     catalog: Catalog
     upstream: Upstream
     writer: HistoryWriter
+    hashing: HashPool
+    throttle: LoginThrottle
     grpc_port: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    async def run_db(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(session, ...)`` on the threadpool with a session of its own (async routes never block the loop on SQL)."""
+
+        def call() -> T:
+            with Session(self.engine) as db:
+                return fn(db, *args, **kwargs)
+
+        return await run_in_threadpool(call)

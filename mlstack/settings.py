@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     )
     triton_poll_interval_s: int = Field(2, ge=1, description="Seconds between repository polls in poll mode.")
     triton_cache_size: int = Field(
-        64 * 1024 * 1024, ge=0, description="Response cache size in bytes (0 disables the cache)."
+        0, ge=0, description="Triton's response cache size in bytes (0: off). Off by default: Triton 2.51 caches a backend's "
+        "error as an empty success; the gateway's prediction cache (gateway_prediction_cache) is the safe one."
     )
     triton_exit_timeout_s: int = Field(10, ge=0, description="Seconds Triton waits for in-flight requests on exit.")
     triton_log_verbose: int = Field(0, ge=0, description="Triton --log-verbose level.")
@@ -42,6 +43,10 @@ class Settings(BaseSettings):
     default_version_policy_latest: int = Field(
         1, ge=1, description="version_policy `latest { num_versions: N }` for newly published models: Triton serves the N newest."
     )
+    publish_smoke_timeout_s: float = Field(
+        60.0, gt=0, description="Wall-clock (and CPU) seconds a candidate's sandboxed smoke run may take before it is refused.")
+    publish_smoke_memory_bytes: int = Field(
+        4 * 1024**3, ge=256 * 1024**2, description="Address-space limit of the sandboxed smoke run (bytes); bigger models need more.")
 
     # --- gateway / BentoML (used by later tiers) ---------------------------------
     gateway_host: str = Field("127.0.0.1", description="Gateway bind address.")
@@ -57,6 +62,9 @@ class Settings(BaseSettings):
     bento_max_image_pixels: int = Field(
         40_000_000, gt=0, description="Largest decoded image (width x height) classify_image accepts; larger -> 400 (decompression bomb)."
     )
+    bento_max_decode_pixels: int = Field(
+        16_000_000, gt=0, description="Largest non-JPEG image (width x height) classify_image decodes in full; larger -> 413. "
+        "JPEGs are decoded at a reduced scale up to bento_max_image_pixels.")
     bento_explain_nsamples: int = Field(
         1024, ge=16, description="Coalitions KernelExplainer evaluates per explained row (all of them when 2^features is fewer)."
     )
@@ -75,9 +83,27 @@ class Settings(BaseSettings):
     )
     gateway_allow_registration: bool = Field(True, description="Allow self-registration (POST /api/v1/auth/register).")
     gateway_allow_anonymous: bool = Field(False, description="Allow inference without credentials.")
+    gateway_metrics_token: SecretStr | None = Field(
+        None, description="When set (MLSTACK_GATEWAY_METRICS_TOKEN), GET /metrics requires 'Authorization: Bearer <token>' "
+                          "(401 otherwise); `mlstack up --with-prometheus` passes it to Prometheus. Unset or empty: /metrics is open."
+    )
     gateway_access_token_ttl_s: int = Field(900, gt=0, description="Access token lifetime in seconds.")
     gateway_refresh_token_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
+    gateway_password_hash_workers: int = Field(
+        1, ge=1, description="Threads hashing/verifying passwords (argon2, ~0.2 s CPU each); logins beyond it queue.")
+    gateway_login_lockout_max_s: float = Field(900.0, gt=0, description="Longest login lockout (s).")
+    gateway_login_lockout_base_s: float = Field(1.0, gt=0, description="First login lockout (s); doubles with each further failure.")
+    gateway_login_failure_window_s: float = Field(900.0, gt=0, description="A login failure run is forgotten after this quiet time (s).")
+    gateway_login_ip_max_failures: int = Field(
+        20, ge=1, description="Failed logins per client IP before 429 (higher than per account: NAT and proxies share IPs).")
+    gateway_login_max_failures: int = Field(5, ge=1, description="Failed logins per account before 429 with Retry-After.")
+    gateway_account_cache_ttl_s: float = Field(
+        1.0, ge=0, description="How long a gateway process trusts its cached copy of an account's role/active state (s).")
     gateway_max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes); larger -> 413.")
+    gateway_max_tensor_elements: int = Field(
+        16 * 1024 * 1024, gt=0, description="Most tensor elements (all inputs together) one inference request may declare; "
+                                            "more -> 400 before Triton (64 RGB images of 224x224 are ~9.6M)."
+    )
     gateway_rate_limit_rps: float = Field(
         5000.0, ge=0, description="Token-bucket refill rate per user or API key (requests/s); 0 disables rate limiting."
     )
@@ -89,6 +115,17 @@ class Settings(BaseSettings):
     gateway_upstream_connect_timeout_s: float = Field(1.0, gt=0, description="Connect timeout to Triton (Triton down -> 503 fast).")
     gateway_upstream_timeout_s: float = Field(30.0, gt=0, description="Read timeout for upstream inference calls.")
     gateway_upstream_pool_size: int = Field(256, ge=1, description="Max pooled connections to each upstream.")
+    gateway_prediction_cache: bool = Field(
+        False, description="Cache whole successful v2 answers for every model; a model's config.pbtxt parameters "
+        "mlstack_cache (\"true\"/\"false\") and mlstack_cache_ttl_s override this per model.")
+    gateway_prediction_cache_ttl_s: float = Field(300.0, gt=0, description="Default lifetime of a cached prediction (s).")
+    gateway_prediction_cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Size of the in-process prediction cache (bytes of cached answers; LRU beyond).")
+    gateway_prediction_cache_max_entry_bytes: int = Field(
+        1024 * 1024, ge=1, description="Answers larger than this (bytes) are never cached.")
+    redis_url: str | None = Field(
+        None, description="Redis URL (MLSTACK_REDIS_URL) for state shared by every gateway process (the prediction cache); "
+        "unset: per process. Redis unreachable degrades to no shared state, never to failed requests.")
     gateway_bento_timeout_s: float = Field(
         120.0, gt=0, description="Total timeout of a task call forwarded to the BentoML service (explain can take seconds).")
 

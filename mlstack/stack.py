@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
+from mlstack.private import private_dir
 from mlstack.process import ManagedProcess
 from mlstack.settings import Settings
 
@@ -92,7 +93,13 @@ def _triton(settings: Settings) -> Running:
     from services.triton.launcher import TritonServer
 
     server = TritonServer(settings)
-    return Running("triton", server.http_url, server)
+
+    def report_failed(report: Callable[[str], None]) -> None:
+        # Triton starts and serves the other models; say which ones it could not load instead of refusing to start.
+        for m in server.failed_models():
+            report(f"triton: model {m['name']} version {m['version']} failed to load and is not served: {m['reason'][:300]}")
+
+    return Running("triton", server.http_url, server, report_failed)
 
 
 def _bento(settings: Settings) -> Running:
@@ -152,6 +159,7 @@ def up(settings: Settings, names: list[str], report: Callable[[str], None]) -> i
             if Path(f"/proc/{other}").exists() and other != os.getpid():
                 report(f"mlstack up is already running (pid {other}); stop it with `mlstack down`")
                 return 1
+    private_dir(settings.var_dir)  # first to create var/: keys, databases and logs live there
     pf.parent.mkdir(parents=True, exist_ok=True)
     pf.write_text(f"{os.getpid()}\n")
     stack = Stack(settings, names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,22 +13,26 @@ from mlstack.settings import Settings
 PROMETHEUS_DIR = Path(__file__).resolve().parent / "prometheus"
 ALERTS_FILE = PROMETHEUS_DIR / "alerts.yml"
 COMPOSE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+TOKEN_FILE = "gateway_metrics_token"  # beside the rendered prometheus.yml, 0600
 
 
 @dataclass(frozen=True)
 class Target:
-    """One scrape job: ``job`` name as the dashboards and alerts expect it, ``address`` host:port, metrics path."""
+    """One scrape job: ``job`` name as the dashboards and alerts expect it, ``address`` host:port, metrics path, and
+    the file holding a bearer token the target requires (the gateway's MLSTACK_GATEWAY_METRICS_TOKEN)."""
 
     job: str
     address: str
     metrics_path: str = "/metrics"
+    credentials_file: Path | None = None
 
 
-def local_targets(settings: Settings) -> list[Target]:
-    """The embedded stack's endpoints from the settings: Triton metrics, gateway and BentoML ``/metrics``."""
+def local_targets(settings: Settings, token_file: Path | None = None) -> list[Target]:
+    """The embedded stack's endpoints from the settings: Triton metrics, gateway and BentoML ``/metrics``
+    (the gateway's with ``token_file`` as its bearer credentials when given)."""
     return [
         Target("triton", f"{settings.triton_host}:{settings.triton_metrics_port}"),
-        Target("gateway", f"{settings.gateway_host}:{settings.gateway_http_port}"),
+        Target("gateway", f"{settings.gateway_host}:{settings.gateway_http_port}", credentials_file=token_file),
         Target("bento", f"{settings.bento_host}:{settings.bento_port}"),
     ]
 
@@ -39,6 +44,8 @@ def render_config(targets: list[Target], *, scrape_interval_s: float = 5.0, aler
     jobs: dict[str, dict] = {}
     for t in targets:
         job = jobs.setdefault(t.job, {"job_name": t.job, "metrics_path": t.metrics_path, "static_configs": [{"targets": []}]})
+        if t.credentials_file is not None:
+            job["authorization"] = {"type": "Bearer", "credentials_file": str(Path(t.credentials_file).resolve())}
         job["static_configs"][0]["targets"].append(t.address)
     if self_address:
         jobs.setdefault("prometheus", {"job_name": "prometheus", "static_configs": [{"targets": [self_address]}]})
@@ -51,16 +58,36 @@ def render_config(targets: list[Target], *, scrape_interval_s: float = 5.0, aler
 
 
 def write_local_config(settings: Settings, path: Path | None = None, targets: list[Target] | None = None) -> Path:
-    """Write the local prometheus.yml (default ``var_dir/prometheus/prometheus.yml``) atomically and return its path."""
+    """Write the local prometheus.yml (default ``var_dir/prometheus/prometheus.yml``) atomically and return its path.
+
+    With a gateway metrics token set, the token goes to a 0600 file beside it that the gateway job reads
+    (``credentials_file``), so the config itself holds no secret.
+    """
     path = Path(path) if path is not None else Path(settings.var_dir) / "prometheus" / "prometheus.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_config(targets if targets is not None else local_targets(settings),
+    token = settings.gateway_metrics_token.get_secret_value() if settings.gateway_metrics_token else ""
+    token_file = path.parent / TOKEN_FILE if token else None
+    if token_file is not None:
+        _write_private(token_file, token)
+    else:
+        (path.parent / TOKEN_FILE).unlink(missing_ok=True)  # a token unset since the last start
+    text = render_config(targets if targets is not None else local_targets(settings, token_file),
                          scrape_interval_s=settings.prometheus_scrape_interval_s,
                          self_address=f"127.0.0.1:{settings.prometheus_port}")
     tmp = path.with_suffix(".yml.tmp")
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (created 0600, never world-readable in between)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
 
 
 def _duration(seconds: float) -> str:

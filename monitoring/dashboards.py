@@ -51,23 +51,41 @@ def _ratio(num: str, den: str) -> str:
 
 
 M = '{model=~"$model"}'
+# BentoML's task service (its internal tensor service is `mlstack-tensors`); probes are no one's traffic.
+BENTO_TASKS = 'service_name="mlstack-tasks", endpoint!~"/readyz|/livez|/healthz|/health|/metrics"'
 
 
 def serving_overview() -> Dashboard:
     def per_model(metric: str) -> str:
         return f"sum by (model) (rate({metric}{M}{RATE}))"
 
-    e2e = f"sum by (le) (rate(gateway_request_duration_seconds_bucket{{{INFER_ROUTES}}}{RATE}))"
+    e2e = f"sum by (le) (rate(gateway_inference_duration_seconds_bucket{M}{RATE}))"
     quantiles = [_q(f"histogram_quantile({q}, {e2e})", f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)]
+    bento_latency = f"sum by (le, endpoint) (rate(bentoml_service_request_duration_seconds_bucket{{{BENTO_TASKS}}}{RATE}))"
     return Dashboard("mlstack-serving", "Serving overview", "Throughput, latency, errors, batching and cache of the serving tier.", [
-        Panel("Requests/s by model and version",
-              (_q(f"sum by (model, version) (rate(nv_inference_request_success{M}{RATE}))", "{{model}} v{{version}}"),),
-              unit="reqps", description="Successful inference requests per second at Triton."),
+        Panel("Client requests/s by model (gateway)", (
+            _q(f"sum by (model, protocol) (rate(gateway_inference_duration_seconds_count{M}{RATE}))", "{{model}} {{protocol}}"),),
+              unit="reqps", description="Inference calls clients made through the gateway: http = KServe v2, rest = /api/v1/predict, "
+                                        "task = BentoML tasks, grpc. One explain call is one request here."),
+        Panel("Triton inference requests/s by model and version (all callers)", (
+            _q(f"sum by (model, version) (rate(nv_inference_request_success{M}{RATE}))", "{{model}} v{{version}}"),),
+              unit="reqps", description="Successful requests Triton executed, whoever sent them: the gateway, BentoML tasks, and the "
+                                        "hundreds of inferences Kernel SHAP runs per explained record. Compare with client requests."),
         Panel("End-to-end latency p50 / p95 / p99", tuple(quantiles), unit="s",
-              description="Inference requests through the gateway, from request to response."),
+              description="Inference calls through the gateway (v2 HTTP, REST predict, tasks, gRPC) for the selected models, "
+                          "from request to response."),
+        Panel("End-to-end latency p99 by protocol", (
+            _q(f"histogram_quantile(0.99, sum by (le, protocol) (rate(gateway_inference_duration_seconds_bucket{M}{RATE})))",
+               "{{protocol}}"),), unit="s", description="Tasks include BentoML's own work (an explanation takes seconds)."),
+        Panel("Client errors/s by model and status", (
+            _q(f'sum by (model, status) (rate(gateway_requests_total{{model=~"$model", status=~"4..|5.."}}{RATE}))',
+               "{{model}} {{status}}"),),
+              unit="reqps", description="4xx (the client's request: bad input, unknown version) and 5xx (ours) answered for a model. "
+                                        "Requests naming a model the repository does not hold count as 'other'."),
         Panel("Upstream latency p99 by model", (
-            _q(f'histogram_quantile(0.99, sum by (le, model) (rate(gateway_upstream_duration_seconds_bucket{M}{RATE})))', "{{model}}"),),
-              unit="s", description="Time the gateway waited for Triton."),
+            _q(f'histogram_quantile(0.99, sum by (le, model, protocol) (rate(gateway_upstream_duration_seconds_bucket{M}{RATE})))',
+               "{{model}} {{protocol}}"),),
+              unit="s", description="Time the gateway waited for Triton (http, rest, grpc) or the BentoML service (task)."),
         Panel("Triton queue vs compute time per inference", (
             _q(_ratio(per_model("nv_inference_queue_duration_us"), per_model("nv_inference_count")) + " / 1000", "queue {{model}}"),
             _q(_ratio(per_model("nv_inference_compute_infer_duration_us"), per_model("nv_inference_count")) + " / 1000",
@@ -90,6 +108,15 @@ def serving_overview() -> Dashboard:
             _q(f"sum by (model) (nv_inference_pending_request_count{M})", "triton pending {{model}}"),
             _q("sum(gateway_requests_in_flight)", "gateway in flight"),
         ), description="Requests queued or executing in Triton, and requests open in the gateway."),
+        Panel("BentoML task requests/s by endpoint and status", (
+            _q(f"sum by (endpoint, http_response_code) (rate(bentoml_service_request_total{{{BENTO_TASKS}}}{RATE}))",
+               "{{endpoint}} {{http_response_code}}"),),
+              unit="reqps", description="Calls the BentoML task service answered (from the gateway or directly), from its own /metrics."),
+        Panel("BentoML task latency p50 / p99 by endpoint", (
+            _q(f"histogram_quantile(0.5, {bento_latency})", "p50 {{endpoint}}"),
+            _q(f"histogram_quantile(0.99, {bento_latency})", "p99 {{endpoint}}"),
+        ), unit="s", description="Per-endpoint SLOs (alert BentoLatencyP99AboveSLO): classify_image and predict_records 250 ms, "
+                                 "simulate_battery 2.5 s, explain 30 s (Kernel SHAP takes seconds by design)."),
     ])
 
 
@@ -123,19 +150,22 @@ def gateway() -> Dashboard:
 
 
 def usage() -> Dashboard:
-    about = "Who uses which model. Principal labels are bounded by the gateway (the first 100 callers per kind, then 'other')."
+    about = ("Who uses which model. Callers are numeric user ids (names stay out of /metrics: GET /api/v1/users/{id} "
+             "resolves one); the first 100 ids get their own series, later ones count as 'other'. Per-user totals over any "
+             "period are in the history (/api/v1/dashboard).")
     return Dashboard("mlstack-usage", "Usage", about, [
         Panel("Requests/s per user (top 10)", (
-            _q(f'topk(10, sum by (principal) (rate(gateway_principal_requests_total{{kind="user"}}{RATE})))', "{{principal}}"),),
-              unit="reqps"),
-        Panel("Requests/s per API key (top 10)", (
-            _q(f'topk(10, sum by (principal) (rate(gateway_principal_requests_total{{kind="api_key"}}{RATE})))', "{{principal}}"),),
-              unit="reqps"),
+            _q(f"topk(10, sum by (user_id) (rate(gateway_principal_requests_total{RATE})))", "user {{user_id}}"),),
+              unit="reqps", description="Inference requests by the account that made them, whatever the credential."),
+        Panel("Requests/s by user and credential (top 10)", (
+            _q(f"topk(10, sum by (user_id, kind) (rate(gateway_principal_requests_total{RATE})))", "user {{user_id}} {{kind}}"),),
+              unit="reqps", description="kind: user = a login token, api_key = one of the user's API keys."),
         Panel("Requests by model and version (dashboard range)", (
             _q('sum by (model, version) (increase(gateway_requests_total{model!="", model=~"$model"}[$__range]))',
                "{{model}} v{{version}}"),), kind="bargauge"),
-        Panel("Requests/s by protocol", (_q(f"sum by (protocol) (rate(gateway_upstream_duration_seconds_count{RATE}))", "{{protocol}}"),),
-              unit="reqps"),
+        Panel("Requests/s by protocol", (
+            _q(f"sum by (protocol) (rate(gateway_inference_duration_seconds_count{M}{RATE}))", "{{protocol}}"),),
+              unit="reqps", description="http = KServe v2, rest = /api/v1/predict, task = BentoML tasks, grpc."),
     ])
 
 

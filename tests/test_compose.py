@@ -25,6 +25,13 @@ def _ports(service: str) -> dict[int, int]:
     return out
 
 
+def test_triton_is_published_on_loopback_only() -> None:
+    """Triton accepts any tensor from any caller: only the gateway (same network) and the host's loopback reach it."""
+    for name in ("triton", "triton-gpu"):
+        specs = [str(s) for s in SERVICES[name].get("ports", [])]
+        assert specs and all(s.startswith("127.0.0.1:") for s in specs), (name, specs)
+
+
 def _flags(command: list[str]) -> dict[str, str]:
     return dict(arg.removeprefix("--").split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
 

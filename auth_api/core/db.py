@@ -8,9 +8,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, make_url
 from sqlmodel import create_engine
 
+from mlstack.private import private_dir, private_file
 from mlstack.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -22,14 +23,14 @@ def database_url(settings: Settings) -> str:
     """The configured URL, or a SQLite file under ``var_dir``."""
     if settings.database_url:
         return settings.database_url
-    var = Path(settings.var_dir)
-    var.mkdir(parents=True, exist_ok=True)
+    var = private_dir(settings.var_dir)
     return f"sqlite:///{(var / 'gateway.db').resolve()}"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with sane pooling; SQLite gets WAL and a busy timeout so the writer and readers coexist."""
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -42,6 +43,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+
+
+def _private_sqlite_file(url: str) -> None:
+    """The database holds password hashes: create it 0600 before SQLite does (its -wal/-shm files copy the mode)."""
+    path = make_url(url).database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        private_file(path)
+        for extra in (Path(path + "-wal"), Path(path + "-shm")):
+            if extra.exists():
+                private_file(extra)
 
 
 def alembic_config() -> Config:

@@ -59,7 +59,7 @@ class BodySizeLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(send, scope["path"])
                     return
                 break
         seen = 0
@@ -84,11 +84,14 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, scope["path"])
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {"code": "body_too_large", "message": body_too_large_message(self.max_bytes),
-                                     "details": {"max_bytes": self.max_bytes}}}).encode()
+    async def _reject(self, send: Send, path: str) -> None:
+        message = body_too_large_message(self.max_bytes)
+        # KServe v2 clients (stock tritonclient) need "error" to be the message string on /v2 routes.
+        error = ({"error": message, "code": "body_too_large"} if path.startswith("/v2/") else
+                 {"error": {"code": "body_too_large", "message": message, "details": {"max_bytes": self.max_bytes}}})
+        body = json.dumps(error).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

@@ -10,7 +10,6 @@ import secrets
 import time
 import uuid
 import warnings
-from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -22,6 +21,7 @@ with warnings.catch_warnings():
     from authlib.jose import JoseError, JsonWebToken
 
 from auth_api.core.errors import Unauthorized
+from mlstack.private import private_dir, private_file
 from mlstack.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ _hasher = PasswordHasher()
 # Only HS256 is accepted: "none" and every other algorithm are refused at decode time.
 _jwt = JsonWebToken(["HS256"])
 API_KEY_PREFIX = "mlk_"
+MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger user id cannot exist
+MAX_TIME = 2**53  # NumericDate bound: beyond it timestamps lose precision and datetime overflows
 # A real argon2 hash to verify against when the user does not exist, so timing does not reveal usernames.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
@@ -49,9 +51,10 @@ def load_jwt_key(settings: Settings) -> bytes:
     """The key from MLSTACK_JWT_SECRET, else ``var_dir/jwt.key`` (created 0600 on first start)."""
     if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
         return settings.jwt_secret.get_secret_value().encode()
-    path = Path(settings.var_dir) / "jwt.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
+    path = private_dir(settings.var_dir) / "jwt.key"
+    if path.exists():
+        private_file(path)  # a key copied in by hand (or by an older version) may be world-readable
+    else:
         # Written in full to a private temp file, then hard-linked into place: link() fails if another process won the
         # race, and nobody can ever read a half-written key.
         tmp = path.with_name(f".jwt.key.{os.getpid()}.{secrets.token_hex(4)}")
@@ -85,23 +88,29 @@ class TokenCodec:
     def _encode(self, claims: dict[str, Any]) -> str:
         return _jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key).decode()
 
-    def access_token(self, user_id: int, username: str, role: str) -> str:
+    def access_token(self, user_id: int, username: str, role: str, token_version: int = 0) -> str:
+        """``role`` and ``name`` are informational for clients; authorization reads the live account.
+
+        ``tv`` is the account's token version when issued: a password change or deactivation bumps it, which ends
+        every access token issued before.
+        """
         now = int(time.time())
-        return self._encode({"sub": str(user_id), "name": username, "role": role, "typ": "access",
+        return self._encode({"sub": str(user_id), "name": username, "role": role, "typ": "access", "tv": token_version,
                              "iat": now, "exp": now + self.access_ttl_s, "jti": uuid.uuid4().hex})
 
-    def refresh_token(self, user_id: int) -> tuple[str, str, int]:
+    def refresh_token(self, user_id: int, token_version: int = 0) -> tuple[str, str, int]:
         """(token, jti, exp)."""
         now = int(time.time())
         jti = uuid.uuid4().hex
         exp = now + self.refresh_ttl_s
-        return self._encode({"sub": str(user_id), "typ": "refresh", "iat": now, "exp": exp, "jti": jti}), jti, exp
+        return self._encode({"sub": str(user_id), "typ": "refresh", "tv": token_version, "iat": now, "exp": exp,
+                             "jti": jti}), jti, exp
 
     def decode(self, token: str, typ: str) -> dict[str, Any]:
         """Verified claims; Unauthorized with a reason (malformed, bad_signature, expired, wrong_type)."""
         try:
             claims = _jwt.decode(token, self._key)
-        except (JoseError, ValueError, TypeError, IndexError) as exc:
+        except Exception as exc:  # untrusted bytes: whatever the parser trips on, the answer is 401
             reason = "bad_signature" if "signature" in str(exc).lower() else "malformed_token"
             raise Unauthorized("invalid token", code=reason) from exc
         try:
@@ -109,9 +118,31 @@ class TokenCodec:
         except JoseError as exc:
             code = "token_expired" if "expired" in str(exc).lower() else "invalid_claims"
             raise Unauthorized("token expired" if code == "token_expired" else "invalid token claims", code=code) from exc
-        if claims.get("typ") != typ or "sub" not in claims or "exp" not in claims:
+        if claims.get("typ") != typ:
             raise Unauthorized("wrong token type", code="wrong_token_type")
-        return dict(claims)
+        out = dict(claims)
+        if not _valid_claims(out, typ):
+            raise Unauthorized("invalid token claims", code="invalid_claims")
+        return out
+
+
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _valid_claims(claims: dict[str, Any], typ: str) -> bool:
+    """Every claim the gateway reads has the type it expects (signed by us, but never trusted to be well-formed)."""
+    sub = claims.get("sub")
+    if not (isinstance(sub, str) and sub.isascii() and sub.isdigit() and len(sub) <= 10 and _is_int(int(sub), 1, MAX_ID)):
+        return False
+    if not (_is_int(claims.get("exp"), 0, MAX_TIME) and _is_int(claims.get("iat"), 0, MAX_TIME)):
+        return False
+    if not isinstance(claims.get("jti"), str):
+        return False
+    if typ == "access":
+        return (_is_int(claims.get("tv"), 0, MAX_ID) and isinstance(claims.get("role"), str)
+                and isinstance(claims.get("name"), str))
+    return "tv" not in claims or _is_int(claims["tv"], 0, MAX_ID)
 
 
 def new_api_key() -> tuple[str, str, str]:

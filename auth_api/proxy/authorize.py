@@ -22,8 +22,8 @@ async def authorize(gw: Gateway, authorization: str | None, x_api_key: str | Non
     take(gw, p.bucket)
     if p.kind == "api_key" and "predict" not in p.scopes:
         raise Forbidden("this API key lacks the 'predict' scope", code="missing_scope")
-    # Usage dashboard: requests per caller (cardinality bounded in GatewayMetrics.count_principal).
-    gw.metrics.count_principal(p.kind, p.username if p.kind != "api_key" else f"{p.username}/key-{p.api_key_id}")
+    # Usage dashboard: requests per caller by numeric id (no names in /metrics; bounded in count_principal).
+    gw.metrics.count_principal(p.kind, p.user_id)
     return p
 
 

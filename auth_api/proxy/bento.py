@@ -29,6 +29,7 @@ class BentoClient:
                                              sock_connect=settings.gateway_upstream_connect_timeout_s)
         self.pool_size = settings.gateway_upstream_pool_size
         self.session: aiohttp.ClientSession | None = None
+        self.retries = 0  # calls sent a second time after a transport failure (logged; read by tests)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.pool_size, keepalive_timeout=KEEPALIVE_S)
@@ -45,17 +46,19 @@ class BentoClient:
             try:
                 async with self.session.post(f"/{api}", data=content, headers=headers) as resp:
                     body = await resp.read()
-                    out = {"content-type": ct} if (ct := resp.headers.get("content-type")) else {}
+                    out = {k: v for k in ("content-type", "retry-after") if (v := resp.headers.get(k))}
                     return UpstreamResponse(resp.status, out, body, time.perf_counter() - start)
-            except aiohttp.ServerDisconnectedError as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                # Read timeouts (explain can legitimately take long) are not retried; a connect timeout is.
+                if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
+                    raise UpstreamTimeout("task service timed out", details={"upstream": self.base_url}) from exc
+                # A pooled connection closed under us, a reset, or a refused connect while the service restarts:
+                # task calls have no side effects, so send it once more; a second failure is a 503, never a 500.
                 if attempt == 1:
-                    logger.info("task service closed a pooled connection; sending %s again", api)
+                    self.retries += 1
+                    logger.info("task service connection failed (%s); sending %s again", type(exc).__name__, api)
                     continue
                 raise self._unavailable(exc) from exc
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.ClientOSError) as exc:
-                raise self._unavailable(exc) from exc
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise UpstreamTimeout("task service timed out", details={"upstream": self.base_url}) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _unavailable(self, exc: Exception) -> UpstreamUnavailable:

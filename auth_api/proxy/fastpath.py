@@ -4,7 +4,8 @@
 (telemetry, body limit, error wrappers), the router, the dependency system and Starlette's Request/Response objects.
 Measured on the 2-core box: that stack cost ~0.25 ms of CPU per request, a third of the gateway's whole budget. The
 same checks run here, in the same order: body size (413) → credentials and rate limit (401/403/429) → model name
-(404) → body → Triton; errors keep the one JSON error shape; metrics keep the same labels.
+(404) → body (inflated with a bound when compressed) → tensors against the model's config (400, ``tensors``) →
+Triton; errors use the KServe v2 shape (``v2_errors``); metrics keep the same labels.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from auth_api.core.errors import RateLimited, error_response
 from auth_api.core.limits import body_too_large_message
 from auth_api.proxy.authorize import authorize
-from auth_api.proxy.records import base_record
+from auth_api.proxy.cache import Answer, Lookup, cache_of, has_outputs
+from auth_api.proxy.empty_answer import diagnose
+from auth_api.proxy.encoding import inflate
+from auth_api.proxy.records import base_record, error_status, failure_record, upstream_code
 from auth_api.proxy.summaries import http_finisher
+from auth_api.proxy.tensors import TensorRejected, check_http
 from auth_api.proxy.upstream import model_path
+from auth_api.proxy.v2_errors import v2_error_response
 from auth_api.state import Gateway
 from mlstack.errors import MlstackError
 
@@ -69,6 +74,7 @@ class InferFastPath:
             response = _error_response(exc, scope["path"])
             status = response.status_code
             await response(scope, receive, send)
+            await _record_failure(gw, scope, name, version, status, exc, start)
         finally:
             metrics.in_flight.dec()
             state = scope.get("state") or {}
@@ -78,7 +84,7 @@ class InferFastPath:
 
 async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope, receive: Receive,
                       start: float) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Authorize, forward the body untouched, enqueue the history record; (status, ASGI headers, body) of the answer."""
+    """Authorize, check the tensors, forward the (plain) body, enqueue the history record; (status, headers, body)."""
     hdr: dict[bytes, bytes] = {k: v for k, v in scope["headers"] if k in _WANTED}
     limit = gw.settings.gateway_max_body_bytes
     clen = hdr.get(b"content-length")
@@ -91,21 +97,51 @@ async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope,
     path = model_path(name, version) + "/infer"
     state = scope.setdefault("state", {})  # metrics label the model once the caller and the name are known good
     state["model"], state["version"] = name, version or ""
+    state["principal"] = p  # from here on a failure is the caller's failed prediction, recorded in history
+    spec = gw.catalog.spec(name, version)
     body = await _read_body(receive, limit)
+    enc = hdr.pop(b"content-encoding", None)
+    if enc is not None:
+        body = inflate(body, enc.decode("latin-1"), limit)
+    hlen = hdr.get(b"inference-header-content-length")
+    if hlen is not None and not hlen.isdigit():
+        raise TensorRejected("Inference-Header-Content-Length must be a byte count", code="invalid_request")
+    check_http(spec, body, int(hlen) if hlen is not None else None, gw.settings.gateway_max_tensor_elements)
+    cache = cache_of(gw.extras)
+    lk = cache.lookup(name, version, body, _int(hlen), hdr.get(b"content-type")) if cache is not None else None
+    if lk is not None and cache is not None and (hit := await cache.get(lk)) is not None:
+        return await _cached_answer(gw, p, lk, hit, body, _int(hlen), start, client[0] if client else None)
     up = await gw.upstream.post_raw(path, body, hdr)
     metrics = gw.metrics
     metrics.observe_upstream("http", name, up.elapsed_s)
     status = up.status
-    if status == 200:  # history holds successful predictions; failures are counted in metrics
+    if status == 200 and not has_outputs(up.content, _int(up.header_length)):
+        raise diagnose(body, _int(hlen))  # never a 200 without outputs (Triton's response cache stores errors so)
+    if status == 200:
+        if lk is not None and cache is not None:
+            await cache.put(lk, up.content, _int(up.header_length), next((v for k, v in up.headers if k == b"content-type"), None))
         rec = base_record(p, model=name, version=version, protocol="http", status=200,
                           total_s=time.perf_counter() - start, upstream_s=up.elapsed_s,
                           client_ip=client[0] if client else None)
-        enc = hdr.get(b"content-encoding")
-        await gw.writer.put(rec, http_finisher(body, _int(hdr.get(b"inference-header-content-length")), up.content,
-                                           _int(up.header_length), gw.catalog.labels, enc.decode("latin-1") if enc else None))
-    elif status == 500 and up.content.startswith(_PARSE_ERRORS):
-        status = 400
+        await gw.writer.put(rec, http_finisher(body, _int(hlen), up.content, _int(up.header_length), gw.catalog.labels, None))
+    else:
+        if status == 500 and up.content.startswith(_PARSE_ERRORS):
+            status = 400
+        await gw.writer.put(failure_record(p, model=name, version=version, protocol="http", status=status,
+                                           code=upstream_code(status), total_s=time.perf_counter() - start,
+                                           upstream_s=up.elapsed_s, client_ip=client[0] if client else None))
     return status, up.headers, up.content
+
+
+async def _cached_answer(gw: Gateway, p: Any, lk: Lookup, hit: Answer, body: bytes, hlen: int | None, start: float,
+                         client_ip: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A prediction cache hit: the stored answer with this request's id, recorded in history like any prediction."""
+    headers, content = hit.response(lk.request_id)
+    rec = base_record(p, model=lk.model, version=hit.version, protocol="http", status=200,
+                      total_s=time.perf_counter() - start, upstream_s=0.0, client_ip=client_ip)
+    await gw.writer.put(rec, http_finisher(body, hlen, content, _int(dict(headers).get(b"inference-header-content-length")),
+                                           gw.catalog.labels, None))
+    return 200, headers, content
 
 
 class _TooLarge(MlstackError):
@@ -145,14 +181,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+async def _record_failure(gw: Gateway, scope: Scope, name: str, version: str | None, status: int, exc: Exception,
+                          start: float) -> None:
+    """History row for a call refused after the caller was known (bad tensors, unknown version, Triton down...)."""
+    p = (scope.get("state") or {}).get("principal")
+    if p is None:  # failed authentication (or before it): not a prediction of anyone's
+        return
+    client = scope.get("client")
+    await gw.writer.put(failure_record(p, model=name, version=version, protocol="http", status=status,
+                                       code=error_status(exc)[1], total_s=time.perf_counter() - start, upstream_s=0.0,
+                                       client_ip=client[0] if client else None))
+
+
 def _error_response(exc: Exception, path: str) -> Any:
-    if isinstance(exc, _TooLarge):  # the rest of the body may still be on the wire
-        return error_response(exc.status, exc.code, exc.message, exc.details, headers={"Connection": "close"})
-    if isinstance(exc, RateLimited):
-        return error_response(exc.status, exc.code, exc.message, exc.details,
-                              headers={"Retry-After": str(max(1, int(exc.retry_after_s + 0.999)))})
-    if isinstance(exc, MlstackError):
-        return error_response(exc.status, exc.code, exc.message, exc.details,
-                              headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
-    logger.error("unhandled error on POST %s", path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    return v2_error_response(exc, f"POST {path}")

@@ -1,7 +1,9 @@
 """gRPC pass-through of ``inference.GRPCInferenceService`` to Triton: raw bytes both ways, auth from metadata.
 
-Generic handlers never deserialize the payload, so any tritonclient.grpc call works unchanged; ModelInfer calls are
-recorded in history (parsed later by the writer).
+Generic handlers never re-encode the payload, so any tritonclient.grpc call works unchanged. ModelInfer and every
+message of ModelStreamInfer are parsed once and checked against the model's config (``tensors``) before they are
+forwarded (INVALID_ARGUMENT otherwise). Every ModelInfer call and every streamed answer (``grpc_stream``) is a
+prediction: a history row (summarised later by the writer; failures with status and code) and metrics.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from grpc import aio
 
 from auth_api.authn import ANONYMOUS, Principal
 from auth_api.core.errors import RateLimited, Unauthorized
-from auth_api.proxy.records import base_record
+from auth_api.proxy import grpc_tensors
+from auth_api.proxy.grpc_peek import infer_model_name
+from auth_api.proxy.grpc_stream import StreamRelay, grpc_failure, refusal_status
+from auth_api.proxy.records import base_record, failure_record
 from auth_api.proxy.summaries import grpc_finisher
+from auth_api.proxy.tensors import check
 from auth_api.state import Gateway
+from mlstack.errors import MlstackError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,7 @@ PUBLIC = {SERVICE + "ServerLive", SERVICE + "ServerReady"}
 ADMIN_ONLY = {SERVICE + m for m in ("RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryRegister",
                                     "SystemSharedMemoryUnregister", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
                                     "TraceSetting", "LogSettings")}
+ENGINEER_ONLY = {SERVICE + "ModelStatistics"}  # the same rule as GET /v2/models/{name}/stats
 DROP_METADATA = {"authorization", "x-api-key"}
 # 1 GiB: Triton's own limit; the HTTP body limit does not apply to streamed tensors here.
 MAX_MESSAGE = 1 << 30
@@ -71,7 +79,16 @@ class _Proxy(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this API key lacks the 'predict' scope")
         if method in ADMIN_ONLY and not p.at_least("admin"):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "requires role 'admin'")
+        if method in ENGINEER_ONLY and not p.at_least("engineer"):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "requires role 'engineer'")
         return p, forward
+
+    def _check(self, request: bytes) -> str:
+        """The request's id; TensorRejected / ModelNotFound unless the ModelInferRequest fits its model's config."""
+        req = grpc_tensors.parse(request)
+        spec = self.gw.catalog.spec(req.model_name, req.model_version or None)
+        check(spec, grpc_tensors.sent_inputs(req), self.gw.settings.gateway_max_tensor_elements)
+        return str(req.id)
 
     def _unary(self, method: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
         call = self.channel.unary_unary(method)
@@ -80,41 +97,61 @@ class _Proxy(grpc.GenericRpcHandler):
         async def handle(request: bytes, context: aio.ServicerContext) -> bytes:
             start = time.perf_counter()
             p, md = await self._auth(method, context)
+            if name == "ModelInfer":
+                try:
+                    self._check(request)
+                except MlstackError as exc:
+                    self.gw.metrics.grpc_requests.labels(name, refusal_status(exc).name).inc()
+                    await self.record_failure(p, context, request, int(exc.status), str(exc.code), start, 0.0)
+                    await context.abort(refusal_status(exc), exc.message)
             remaining = context.time_remaining()
             up_start = time.perf_counter()
             try:
                 resp: bytes = await call(request, metadata=md, timeout=remaining)
             except aio.AioRpcError as exc:
                 self.gw.metrics.grpc_requests.labels(name, exc.code().name).inc()
+                if name == "ModelInfer":
+                    status, code = grpc_failure(exc.code())
+                    await self.record_failure(p, context, request, status, code, start, time.perf_counter() - up_start)
                 await context.abort(exc.code(), exc.details() or "upstream error")
             self.gw.metrics.grpc_requests.labels(name, "OK").inc()
             if name == "ModelInfer":
-                await self._record(p, context, request, resp, start, up_start, 200)
+                await self.record(p, context, request, resp, start, up_start)
             return resp
 
         return handle
 
-    async def _record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes | None, start: float,
-                      up_start: float, status: int) -> None:
+    async def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
+                     up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> None:
+        """History row and latency of one answered inference (``resp``: a ModelInferResponse, or a
+        ModelStreamInferResponse when ``streamed``)."""
         now = time.perf_counter()
-        self.gw.metrics.upstream_latency.labels("grpc", "").observe(now - up_start)
-        peer = context.peer() or ""
-        ip = peer.split(":")[1] if peer.startswith("ipv4:") else peer[:64]
-        rec = base_record(p, model="", version=None, protocol="grpc", status=status, total_s=now - start,
-                          upstream_s=now - up_start, client_ip=ip)
-        await self.gw.writer.put(rec, grpc_finisher(request, resp, self.gw.catalog.labels))
+        self.gw.metrics.observe_grpc_infer(infer_model_name(request), now - start, now - up_start)
+        if p.user_id is not None:  # Usage dashboard, as authorize() counts REST callers
+            self.gw.metrics.count_principal(p.kind, p.user_id)
+        rec = base_record(p, model="", version=None, protocol=protocol, status=200, total_s=now - start,
+                          upstream_s=now - up_start, client_ip=_peer_ip(context))
+        await self.gw.writer.put(rec, grpc_finisher(request, resp, self.gw.catalog.labels, streamed=streamed))
+
+    async def record_failure(self, p: Principal, context: aio.ServicerContext, request: bytes, status: int, code: str,
+                             start: float, upstream_s: float) -> None:
+        """History row of a refused or failed inference: status and error code, no outputs (no parse on this path)."""
+        rec = failure_record(p, model=infer_model_name(request), version=None, protocol="grpc", status=status, code=code,
+                             total_s=time.perf_counter() - start, upstream_s=upstream_s, client_ip=_peer_ip(context))
+        await self.gw.writer.put(rec)
 
     def _stream(self, method: str) -> Callable[[AsyncIterator[bytes], aio.ServicerContext], AsyncIterator[bytes]]:
         async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext) -> AsyncIterator[bytes]:
-            _, md = await self._auth(method, context)
-            call = self.channel.stream_stream(method)(requests, metadata=md)
-            try:
-                async for resp in call:
-                    yield resp
-            except aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "upstream error")
+            p, md = await self._auth(method, context)
+            async for resp in StreamRelay(self, method, p, md, context).run(requests):
+                yield resp
 
         return handle
+
+
+def _peer_ip(context: aio.ServicerContext) -> str:
+    peer = context.peer() or ""
+    return peer.split(":")[1] if peer.startswith("ipv4:") else peer[:64]
 
 
 async def start_grpc(gw: Gateway, host: str, port: int) -> tuple[aio.Server, aio.Channel, int]:

@@ -89,8 +89,10 @@ def http_finisher(req_body: bytes, req_hlen: int | None, resp_body: bytes, resp_
     return finish
 
 
-def grpc_finisher(req: bytes, resp: bytes | None, labels: LabelLookup) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A history finisher for a gRPC ModelInfer call (raw protobuf bytes)."""
+def grpc_finisher(req: bytes, resp: bytes | None, labels: LabelLookup,
+                  streamed: bool = False) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A history finisher for a gRPC ModelInfer call (raw protobuf bytes), or one answer of ModelStreamInfer (``streamed``:
+    ``resp`` is a ModelStreamInferResponse)."""
 
     def finish(rec: dict[str, Any]) -> dict[str, Any]:
         from tritonclient.grpc import service_pb2
@@ -103,7 +105,8 @@ def grpc_finisher(req: bytes, resp: bytes | None, labels: LabelLookup) -> Callab
             rec["input_shape"] = json.dumps(list(r.inputs[0].shape))
             rec["input_dtype"] = r.inputs[0].datatype[:16]
         if resp is not None:
-            out = service_pb2.ModelInferResponse.FromString(resp)
+            out = (service_pb2.ModelStreamInferResponse.FromString(resp).infer_response if streamed
+                   else service_pb2.ModelInferResponse.FromString(resp))
             rec["version"] = rec["version"] or out.model_version or None
             tensors: dict[str, np.ndarray | None] = {}
             for i, t in enumerate(out.outputs):

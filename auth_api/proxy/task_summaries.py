@@ -27,6 +27,26 @@ def task_finisher(task: str, body: bytes, ctype: str, doc: Any) -> Finisher:
     return finish
 
 
+def task_failure_finisher(body: bytes, ctype: str) -> Finisher:
+    """A history finisher for a failed task call: the model the body asked for, when it names one (no outputs)."""
+    def finish(rec: Record) -> Record:
+        model: Any = None
+        if ctype.startswith("multipart/"):
+            part = _multipart_field(body, ctype, "model")
+            model = part[1].decode("utf-8", "replace") if part is not None else None
+        else:
+            try:
+                req = json.loads(body)
+            except ValueError:
+                req = None
+            model = req.get("model") if isinstance(req, dict) else None
+        if isinstance(model, str) and model:
+            rec["model"] = model[:64]
+        return rec
+
+    return finish
+
+
 def _input_summary(task: str, body: bytes, ctype: str) -> dict[str, Any]:
     if task == "classify_image":
         part = _multipart_field(body, ctype, "image")

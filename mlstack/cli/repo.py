@@ -13,17 +13,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mlstack.cli.tables import markdown_models
 from mlstack.errors import MlstackError, PublishError
-from mlstack.repository.card import Dataset, ModelCard, Task
+from mlstack.repository import intake
 from mlstack.repository.layout import list_versions, model_names
-from mlstack.repository.publish import Candidate, load_onnx
+from mlstack.repository.publish import Candidate, SandboxLimits
 from mlstack.repository.publish import publish as do_publish
 from mlstack.settings import get_settings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+           as_markdown: Annotated[bool, typer.Option("--markdown", help="The README's Markdown table.")] = False) -> None:
     """List models and versions in the repository: task, headline metric, parity."""
     rows = []
     for v in list_versions(get_settings().repository):
@@ -33,7 +35,12 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
                      "metric": hm.name if hm else None, "value": hm.value if hm else None,
                      "threshold": hm.threshold if hm else None, "metric_passed": hm.passed if hm else None,
                      "parity": c.parity.passed if c and c.parity else None,
-                     "framework": c.framework if c else None, "created_at": c.created_at if c else None})
+                     "framework": c.framework if c else None, "created_at": c.created_at if c else None,
+                     "algorithm": c.algorithm if c else None,
+                     "parity_tolerance": c.parity.tolerance if c and c.parity else None})
+    if as_markdown:
+        typer.echo(markdown_models(rows))
+        return
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -45,32 +52,24 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     console.print(table)
 
 
-def _infer_task(data: bytes) -> Task:
-    outputs = {o.name for o in load_onnx(data).graph.output}
-    if "scores" in outputs:
-        return "anomaly_detection"
-    if outputs & {"label", "probabilities"}:
-        return "classification"
-    return "regression"
-
-
 def publish(
     path: Annotated[Path, typer.Argument(help="ONNX file to publish.")],
     name: Annotated[str, typer.Option("--name", help="Model name.")],
-    card: Annotated[Path | None, typer.Option("--card", help="Model card JSON.")] = None,
+    card: Annotated[Path | None, typer.Option("--card", help="Model card JSON (missing fields come from the live version).")] = None,
+    background: Annotated[Path | None, typer.Option("--background", help="SHAP background sample (.npy, [rows, features]).")] = None,
 ) -> None:
     """Validate an externally trained ONNX model and publish it as the next version (exit 2 if refused)."""
     s = get_settings()
     try:
         data = path.read_bytes()
-        mc = (ModelCard.model_validate_json(card.read_text()) if card else
-              ModelCard(name=name, task=_infer_task(data), framework="external", algorithm="unknown",
-                        dataset=Dataset(name="unknown", source="external")))
-        mc.name = name
+        got = intake.prepare(s.repository, name, data, card.read_text() if card else None,
+                             background=background.read_bytes() if background else None)
+        mc = got.card
         pub = do_publish(s.repository, Candidate(name=name, onnx_bytes=data, card=mc, labels=mc.labels,
-                                                 label_output="probabilities" if mc.labels else None),
+                                                 label_output="probabilities" if mc.labels else None,
+                                                 extra_files=got.extra_files),
                          max_batch_size=s.default_max_batch_size, instance_count=s.default_instance_count,
-                         max_queue_delay_us=s.default_max_queue_delay_us)
+                         max_queue_delay_us=s.default_max_queue_delay_us, sandbox=SandboxLimits.from_settings(s))
     except PublishError as exc:
         console.print(f"[red]refused[/red] ({exc.code}): {exc.message}")
         raise typer.Exit(2) from exc
@@ -78,6 +77,10 @@ def publish(
         console.print(f"[red]refused[/red]: {exc}")
         raise typer.Exit(2) from exc
     typer.echo(f"published {pub.name} version {pub.version} at {pub.path}")
+    if got.inherited:
+        typer.echo(f"inherited from version {got.inherited_from}: {', '.join(got.inherited)}")
+    if got.background:
+        typer.echo(f"background sample: {got.background}")
 
 
 def _print_refusal(exc: MlstackError) -> None:

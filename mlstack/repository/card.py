@@ -73,3 +73,5 @@ class ModelCard(BaseModel):
     opset: int | None = None
     onnx_sha256: str | None = None
     files: list[str] = Field(default_factory=list, description="Extra files shipped in the version folder.")
+    background: str | None = Field(None, description="Where background.npy came from: 'uploaded', 'inherited:v<N>'; "
+                                   "None for a recipe's training sample.")

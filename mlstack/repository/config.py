@@ -85,7 +85,7 @@ def config_from_onnx(
     instance_kind: str = "KIND_CPU",
     max_queue_delay_us: int = 0,
     label_output: str | None = None,
-    response_cache: bool = True,
+    response_cache: bool = False,
     warmup: bool = True,
     num_versions: int = 1,
 ) -> ModelConfigT:
@@ -115,7 +115,7 @@ def config_from_onnx(
     # Same keys as Triton's native onnxruntime backend, so the stock container honours them too.
     cfg.parameters["intra_op_thread_count"].string_value = "1"
     cfg.parameters["inter_op_thread_count"].string_value = "1"
-    if response_cache:
+    if response_cache:  # off unless asked: Triton 2.51 caches a backend's error as an empty success
         cfg.response_cache.enable = True
     if warmup:
         w = cfg.model_warmup.add()
@@ -164,6 +164,40 @@ def signature(cfg: ModelConfigT) -> dict:
         "inputs": [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in cfg.input],
         "outputs": [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in cfg.output],
     }
+
+
+# The gateway's prediction cache, per model (config.pbtxt ``parameters``; Triton and its backends ignore these keys).
+CACHE_PARAM = "mlstack_cache"
+CACHE_TTL_PARAM = "mlstack_cache_ttl_s"
+
+
+def cache_policy(cfg: ModelConfigT) -> tuple[bool | None, float | None]:
+    """(on, ttl seconds) of the gateway's prediction cache for this model; None where the config does not say."""
+    params = cfg.parameters
+    on: bool | None = None
+    ttl: float | None = None
+    if CACHE_PARAM in params:
+        raw = params[CACHE_PARAM].string_value.strip().lower()
+        on = raw in ("true", "1", "yes", "on") if raw in ("true", "1", "yes", "on", "false", "0", "no", "off") else None
+    if CACHE_TTL_PARAM in params:
+        try:
+            ttl = float(params[CACHE_TTL_PARAM].string_value)
+        except ValueError:
+            ttl = None
+        if ttl is not None and not ttl > 0:
+            ttl = None
+    return on, ttl
+
+
+def set_cache_policy(cfg: ModelConfigT, on: bool | None, ttl_s: float | None = None) -> None:
+    """Write (or, with None, remove) the prediction-cache parameters of a config."""
+    for key, value in ((CACHE_PARAM, None if on is None else ("true" if on else "false")),
+                       (CACHE_TTL_PARAM, None if ttl_s is None else f"{ttl_s:g}")):
+        if value is None:
+            if key in cfg.parameters:
+                del cfg.parameters[key]
+        else:
+            cfg.parameters[key].string_value = value
 
 
 def dtype_name(data_type: int) -> str:

@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from mlstack.errors import PublishError, VersionExists
 from mlstack.repository import config as cfgmod
+from mlstack.repository import marks
 from mlstack.repository.card import ModelCard, TensorSchema
 from mlstack.repository.layout import NAME_RE, STAGING_PREFIX, validate_name, versions
+from mlstack.repository.sandbox import SandboxLimits, refuse_external_data, sanitize, smoke_run
 
 logger = logging.getLogger(__name__)
 
@@ -51,46 +52,22 @@ class Published:
 
 
 def load_onnx(data: bytes) -> onnx.ModelProto:
-    """Parse and check an ONNX file; anything else is refused."""
+    """Parse and check an ONNX file; anything else (or a model referencing external files) is refused."""
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
-        raise PublishError("file is not an ONNX model", code="not_onnx", details={"reason": str(exc)}) from exc
+        raise PublishError("file is not an ONNX model", code="not_onnx", details={"reason": sanitize(str(exc))}) from exc
     if not model.graph.node and not model.graph.output:
         raise PublishError("file is not an ONNX model (empty graph)", code="not_onnx")
+    # Before the checker: it looks external files up, and its answers would tell whether a path exists.
+    refuse_external_data(model)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise PublishError(
-            "ONNX checker rejected the model", code="invalid_onnx", details={"reason": str(exc)[:2000]}
+            "ONNX checker rejected the model", code="invalid_onnx", details={"reason": sanitize(str(exc))}
         ) from exc
     return model
-
-
-def smoke_run(onnx_bytes: bytes, cfg: cfgmod.ModelConfig) -> None:
-    """Run the graph on zeros of the declared shape (batch 2 when batching) and check the outputs."""
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise PublishError("onnxruntime cannot load the model", code="smoke_failed",
-                           details={"reason": str(exc)[:2000]}) from exc
-    batch = [2] if cfg.max_batch_size > 0 else []
-    feeds = {}
-    for t in cfg.input:
-        dims = list(t.reshape.shape) if t.HasField("reshape") else list(t.dims)
-        shape = batch + [d if d > 0 else 1 for d in dims]
-        feeds[t.name] = np.zeros(shape, dtype=cfgmod.numpy_dtype(t.data_type))
-    try:
-        outs = sess.run(None, feeds)
-    except Exception as exc:
-        raise PublishError("smoke run on an input of the declared shape failed", code="smoke_failed",
-                           details={"reason": str(exc)[:2000], "input_shapes": {k: list(v.shape) for k, v in feeds.items()}}) from exc
-    for t, out in zip(cfg.output, outs, strict=False):
-        if batch and (np.ndim(out) == 0 or np.shape(out)[0] != 2):
-            raise PublishError(f"output '{t.name}' does not keep the batch axis (shape {np.shape(out)})",
-                               code="no_batch_dimension", details={"tensor": t.name})
 
 
 def _schema(cfg: cfgmod.ModelConfig, tensors) -> list[TensorSchema]:
@@ -162,6 +139,7 @@ def publish(
     instance_count: int = 1,
     max_queue_delay_us: int = 0,
     version_policy_latest: int = 1,
+    sandbox: SandboxLimits | None = None,
 ) -> Published:
     """Validate ``cand`` and publish it as version ``version`` (default: latest + 1)."""
     validate_name(cand.name)
@@ -170,7 +148,7 @@ def publish(
     model = load_onnx(cand.onnx_bytes)
     cfg = build_config(cand, model, max_batch_size=max_batch_size, instance_count=instance_count,
                        max_queue_delay_us=max_queue_delay_us, version_policy_latest=version_policy_latest)
-    smoke_run(cand.onnx_bytes, cfg)
+    smoke_run(cand.onnx_bytes, cfg, sandbox)
     if cand.labels and cfg.max_batch_size > 0:
         lab = next(t for t in cfg.output if t.name == cand.label_output)
         if list(lab.dims) != [len(cand.labels)]:
@@ -197,12 +175,16 @@ def publish(
         if version is not None and version in existing:
             raise VersionExists(f"{cand.name} version {version} already exists; versions are never overwritten",
                                 details={"model": cand.name, "version": version})
-        new_version = version if version is not None else (max(existing) + 1 if existing else 1)
+        if version is not None and version in marks.retired(repo, cand.name):
+            raise VersionExists(f"{cand.name} version {version} was deleted; version numbers are never reused",
+                                code="version_retired", details={"model": cand.name, "version": version})
+        new_version = version if version is not None else marks.next_version(repo, cand.name, existing)
         card.version = new_version
         if model_dir.exists():
             path = _stage_version(model_dir, new_version, cand, card)
         else:
             path = _stage_new_model(repo, cfg, new_version, cand, card)
+        marks.record(repo, cand.name, [new_version])
     logger.info("published %s version %d", cand.name, new_version)
     return Published(cand.name, new_version, path, card)
 
@@ -277,7 +259,7 @@ def _stage_new_model(repo: Path, cfg: cfgmod.ModelConfig, version: int, cand: Ca
             os.rename(mdir, target)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise VersionExists(f"model folder {target} appeared while publishing") from exc
+                raise VersionExists(f"model {cand.name} appeared while publishing", details={"model": cand.name}) from exc
             raise
         _fsync_dir(repo)
         return target / str(version)
@@ -285,4 +267,4 @@ def _stage_new_model(repo: Path, cfg: cfgmod.ModelConfig, version: int, cand: Ca
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["NAME_RE", "Candidate", "Published", "load_onnx", "publish", "smoke_run"]
+__all__ = ["NAME_RE", "Candidate", "Published", "SandboxLimits", "load_onnx", "publish", "smoke_run"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlstack.errors import MlstackError, ModelNotFound
 from mlstack.repository import config as cfgmod
+from mlstack.repository import marks
 from mlstack.repository.layout import STAGING_PREFIX, versions
 from mlstack.repository.publish import _fsync_dir, _repo_lock
 
@@ -100,8 +101,10 @@ def rollback(repo: Path, name: str, to_version: int | None = None) -> tuple[int 
     if to_version is None:
         older = [v for v in versions(repo, name) if current is None or v < current]
         if not older:
-            raise NoPreviousVersion(f"{name} has no version older than {current} to roll back to",
-                                    details={"model": name, "live": current})
+            raise NoPreviousVersion(f"{name} has no version older than {current} to roll back to; promote a newer one, "
+                                    "or delete the whole model to stop serving it",
+                                    details={"model": name, "live": current, "versions": versions(repo, name),
+                                             "delete_model": f"DELETE /api/v1/models/{name}?confirm={name}"})
         to_version = older[-1]
     promote(repo, name, to_version)
     return current, to_version
@@ -115,8 +118,13 @@ def delete_version(repo: Path, name: str, version: int) -> None:
         if version not in versions(repo, name):
             raise ModelNotFound(name, version)
         if version in live_versions(repo, name):
-            raise VersionIsLive(f"{name} version {version} is live; promote another version first",
-                                details={"model": name, "version": version})
+            others = [v for v in versions(repo, name) if v != version]
+            hint = (f"promote another version ({', '.join(map(str, others))}) first" if others else
+                    "it is the only version: delete the whole model instead")
+            raise VersionIsLive(f"{name} version {version} is live; {hint}",
+                                details={"model": name, "version": version, "other_versions": others,
+                                         "delete_model": f"DELETE /api/v1/models/{name}?confirm={name}"})
+        marks.record(repo, name, [version], retire=True)
         trash = d / f"{STAGING_PREFIX}{os.getpid()}-deleted-{version}"
         os.rename(d / str(version), trash)
         _fsync_dir(d)
@@ -124,4 +132,26 @@ def delete_version(repo: Path, name: str, version: int) -> None:
     logger.info("deleted %s version %d", name, version)
 
 
-__all__ = ["NoPreviousVersion", "VersionIsLive", "delete_version", "live_version", "live_versions", "promote", "rollback"]
+def delete_model(repo: Path, name: str) -> list[int]:
+    """Remove a whole model (every version); returns the versions removed. Triton (poll mode) unloads it.
+
+    The folder leaves the repository with one rename, so a polling server never sees a model without versions;
+    the version mark keeps its numbers, so a model recreated under the name does not reuse them.
+    """
+    repo = Path(repo)
+    d = _model_dir(repo, name)
+    with _repo_lock(repo):
+        removed = versions(repo, name)
+        marks.record(repo, name, removed, retire=True)
+        # Beside the repository when on the same filesystem (Triton never sees it), else hidden inside it.
+        parent = repo.parent if os.stat(repo.parent).st_dev == os.stat(repo).st_dev else repo
+        trash = parent / f"{STAGING_PREFIX}{os.getpid()}-deleted-{name}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.rename(d, trash)
+        _fsync_dir(repo)
+    shutil.rmtree(trash, ignore_errors=True)
+    logger.info("deleted model %s (versions %s)", name, removed)
+    return removed
+
+
+__all__ = ["NoPreviousVersion", "VersionIsLive", "delete_model", "delete_version", "live_version", "live_versions", "promote", "rollback"]

@@ -24,8 +24,13 @@ CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 41
          415: "unsupported_media_type", 422: "invalid_request", 503: "unavailable", 504: "timeout"}
 
 
+# A 503 is a transient state (worker restarting, service shutting down, overload): tell clients when to retry.
+RETRY_AFTER = (b"retry-after", b"1")
+
+
 def error_response(exc: MlstackError) -> JSONResponse:
-    return JSONResponse(exc.to_body(), status_code=exc.status)
+    headers = {"Retry-After": RETRY_AFTER[1].decode()} if exc.status == 503 else None
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
 
 def _unexpected(name: str) -> JSONResponse:
@@ -118,6 +123,8 @@ class ErrorShapeMiddleware:
                 body = _reshape(start["status"], body)
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            if start["status"] == 503 and not any(k.lower() == RETRY_AFTER[0] for k, _ in headers):
+                headers.append(RETRY_AFTER)
             await send({"type": "http.response.start", "status": start["status"], "headers": headers})
             await send({"type": "http.response.body", "body": body})
 

@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mlstack.repository.card import ModelCard
 from services.bento.errors import ImageTooLarge, InvalidImage, UnsupportedModel
@@ -21,10 +21,21 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 BORDER = 0.1
 # Fewest grey levels between background and the brightest ink for an image to hold a drawing at all.
 MIN_CONTRAST = 16.0
+# Long side images are reduced to before normalising (the models take 8x8..28x28; more only costs CPU).
+REDUCED_SIDE = 512
+ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose does).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
-def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Bytes -> a fully decoded 8-bit grayscale image; InvalidImage / ImageTooLarge otherwise."""
+def decode(data: bytes, *, max_bytes: int, max_pixels: int, max_decode_pixels: int | None = None) -> Image.Image:
+    """Bytes -> an 8-bit grayscale image at most ~REDUCED_SIDE on its long side; InvalidImage / ImageTooLarge otherwise.
+
+    Decode cost is bounded before decoding: JPEGs are decoded at a reduced DCT scale (cost follows the reduced size),
+    other formats must be decoded in full, so beyond ``max_decode_pixels`` (read from the header) they are refused.
+    """
     if len(data) > max_bytes:
         raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} bytes",
                             details={"bytes": len(data), "limit": max_bytes})
@@ -36,6 +47,7 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse there too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data), formats=FORMATS)
+            _bound_decode(opened, max_decode_pixels)
             opened.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(f"image has too many pixels (decompression bomb?); the limit is {max_pixels} pixels",
@@ -46,12 +58,37 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         # Pillow: "image file is truncated", "broken data stream", bad PNG chunks (SyntaxError)...
         raise InvalidImage(f"image could not be decoded (truncated or corrupt): {str(exc)[:200]}",
                            code="corrupt_image", details={"reason": str(exc)[:300]}) from exc
-    img: Image.Image = ImageOps.exif_transpose(opened) or opened
+    orientation = opened.getexif().get(ORIENTATION_TAG)
+    img = _shrink(opened)
+    if orientation in _TRANSPOSE:
+        img = img.transpose(_TRANSPOSE[orientation])
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(paper, rgba)
     return img.convert("L")
+
+
+def _bound_decode(opened: Image.Image, max_decode_pixels: int | None) -> None:
+    w, h = opened.size
+    if opened.format == "JPEG":
+        opened.draft("L", (REDUCED_SIDE, REDUCED_SIDE))
+        return
+    if max_decode_pixels is not None and w * h > max_decode_pixels:
+        raise ImageTooLarge(
+            f"{opened.format} image is {w}x{h} = {w * h} pixels; images other than JPEG are decoded in full and "
+            f"the limit is {max_decode_pixels} pixels (the model uses far fewer): downscale it or send a JPEG",
+            details={"width": w, "height": h, "pixels": w * h, "limit_pixels": max_decode_pixels})
+
+
+def _shrink(img: Image.Image) -> Image.Image:
+    """Box-reduce so the long side is about REDUCED_SIDE: every later step then costs the same for any upload."""
+    factor = max(img.size) // REDUCED_SIDE
+    if factor < 2:
+        return img
+    if img.mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGBA" if img.mode in ("PA", "P") and ("transparency" in img.info or img.mode == "PA") else "L")
+    return img.reduce(factor)
 
 
 def _border_level(a: np.ndarray) -> float:

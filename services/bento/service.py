@@ -8,6 +8,7 @@ Run: ``bentoml serve services.bento.service:TaskService`` (env ``MLSTACK_*``). E
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,59 @@ from services.bento import records as recmod
 from services.bento.catalog import Catalog, Resolved
 from services.bento.errors import BadRequest, ImageTooLarge, InvalidRecords, RunnerUnavailable, UnsupportedModel
 from services.bento.http_errors import ErrorShapeMiddleware, guard
-from services.bento.worker import TensorWorker
+from services.bento.worker import ROW_BATCH_SIZE, TensorWorker
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_MODEL = "digits-cnn"
-# Transport failures of a call to the worker that are safe to send again once.
-RETRYABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, httpx.RemoteProtocolError, httpx.ReadError)
+# explain's ``method`` -> the explainer named in the answer.
+EXPLAIN_METHODS = {"shap": "shap.KernelExplainer", "lime": "lime.LimeTabularExplainer"}
+# Transport failures of a call to the worker that are safe to send again once: the worker's server closing an idle
+# keep-alive connection, and BentoML 1.4's internal client replacing its session while calls still use the old one
+# ("Connector is closed", RuntimeError "Connection closed"). Inference is idempotent.
+RETRYABLE = (aiohttp.ClientConnectionError, httpx.TransportError)
+RETRY_AFTER_S = 1
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, RETRYABLE) or (isinstance(exc, RuntimeError) and "closed" in str(exc).lower())
+
+
+def _unavailable(exc: BaseException) -> RunnerUnavailable:
+    logger.warning("worker unreachable after a retry: %s: %s", type(exc).__name__, exc)
+    return RunnerUnavailable("the tensor worker is unavailable (restarting or shutting down); retry shortly",
+                             details={"reason": type(exc).__name__, "retry_after_s": RETRY_AFTER_S})
+
+
+def _retry_sync(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        if not _transient(exc):
+            raise
+        logger.info("worker call failed in transport (%s); retrying once", type(exc).__name__)
+    try:
+        return call()
+    except Exception as exc:
+        if _transient(exc):
+            raise _unavailable(exc) from exc
+        raise
+
+
+async def _retry_async(call: Callable[[], Awaitable[Any]]) -> Any:
+    """One retry on a transport failure; a second one is a 503 with Retry-After, never a 500."""
+    try:
+        return await call()
+    except Exception as exc:
+        if not _transient(exc):
+            raise
+        logger.info("worker call failed in transport (%s); retrying once", type(exc).__name__)
+    try:
+        return await call()
+    except Exception as exc:
+        if _transient(exc):
+            raise _unavailable(exc) from exc
+        raise
 
 
 def _raise_if_error(res: dict[str, Any]) -> None:
@@ -52,33 +99,38 @@ class TaskService:
 
     # ---- tensor calls -------------------------------------------------------------------
     async def _infer_rows(self, model: Resolved, samples: np.ndarray) -> dict[str, np.ndarray]:
-        rows = [{"model": model.name, "version": model.version, "inputs": {"input": s}} for s in samples]
-        try:
-            res = await self.worker.to_async.infer_rows(rows)
-        except RETRYABLE:
-            # The worker's server closes idle keep-alive connections; a call racing that close is sent again
-            # (inference is idempotent).
-            logger.info("worker connection dropped; retrying once")
-            res = await self.worker.to_async.infer_rows(rows)
+        if len(samples) > ROW_BATCH_SIZE:
+            # One array per row would make BentoML list every buffer's length in one HTTP header, past aiohttp's
+            # 8,190-byte line limit from ~1,700 rows; a big request is already a batch: send it as one tensor.
+            return await self._infer_batch(model, samples)
+        rows = [{"model": model.name, "version": model.version, "inputs": {model.input_name: s}} for s in samples]
+        res = await _retry_async(lambda: self.worker.to_async.infer_rows(rows))
         for r in res:
             _raise_if_error(r)
-        return {k: np.stack([r["outputs"][k] for r in res]) for k in res[0]["outputs"]}
+        return model.by_role({k: np.stack([r["outputs"][k] for r in res]) for k in res[0]["outputs"]})
+
+    async def _infer_batch(self, model: Resolved, x: np.ndarray) -> dict[str, np.ndarray]:
+        res = await _retry_async(lambda: self.worker.to_async.infer(model=model.name, inputs={model.input_name: x},
+                                                                    version=model.version))
+        _raise_if_error(res)
+        return model.by_role({k: np.asarray(v) for k, v in res["outputs"].items()})
 
     def _infer_sync(self, model: Resolved, x: np.ndarray) -> dict[str, np.ndarray]:
-        try:
-            res = self.worker.to_sync.infer(model=model.name, inputs={"input": x}, version=model.version)
-        except RETRYABLE:
-            logger.info("worker connection dropped; retrying once")
-            res = self.worker.to_sync.infer(model=model.name, inputs={"input": x}, version=model.version)
+        res = _retry_sync(lambda: self.worker.to_sync.infer(model=model.name, inputs={model.input_name: x},
+                                                             version=model.version))
         _raise_if_error(res)
-        return {k: np.asarray(v) for k, v in res["outputs"].items()}
+        return model.by_role({k: np.asarray(v) for k, v in res["outputs"].items()})
 
     # ---- APIs -----------------------------------------------------------------------------
     @bentoml.api
     @guard
-    async def classify_image(self, image: Path, model: str = DEFAULT_IMAGE_MODEL, top_k: int = 3,
+    async def classify_image(self, image: Path | None = None, model: str = DEFAULT_IMAGE_MODEL, top_k: int = 3,
                              version: int | None = None) -> dict[str, Any]:
         """Multipart ``image`` (PNG/JPEG, any size, either polarity) -> the digit, most probable first."""
+        if image is None:
+            # Optional in the signature so a wrong field name reaches us (BentoML answers a missing one with a 500).
+            raise BadRequest("the image goes in the multipart field 'image' (e.g. curl -F image=@digit.png)",
+                             code="missing_field", details={"field": "image"})
         size = Path(image).stat().st_size
         limit = self.settings.bento_max_image_bytes
         if size > limit:  # checked before reading: an oversized upload is never loaded into memory
@@ -88,7 +140,8 @@ class TaskService:
         labels = resolved.card.labels or []
         if not 1 <= top_k <= max(len(labels), 1):
             raise BadRequest(f"top_k must be between 1 and {len(labels)}", details={"top_k": top_k})
-        img = images.decode(Path(image).read_bytes(), max_bytes=limit, max_pixels=self.settings.bento_max_image_pixels)
+        img = images.decode(Path(image).read_bytes(), max_bytes=limit, max_pixels=self.settings.bento_max_image_pixels,
+                            max_decode_pixels=self.settings.bento_max_decode_pixels)
         tensor = images.to_tensor(images.normalise(img, spec), resolved.card)
         outs = await self._infer_rows(resolved, tensor[None])
         proba = outs["probabilities"][0]
@@ -109,28 +162,32 @@ class TaskService:
 
     @bentoml.api
     @guard
-    def explain(self, model: str, records: list[Any], version: int | None = None, target: str | None = None) -> dict[str, Any]:
-        """Kernel SHAP per record: contributions per feature + base value = the explained model output."""
+    def explain(self, model: str, records: list[Any], version: int | None = None, target: str | None = None,
+                method: str = "shap") -> dict[str, Any]:
+        """Per-record attributions: Kernel SHAP (contributions + base value = the output) or LIME (local linear weights)."""
+        if method not in EXPLAIN_METHODS:
+            raise InvalidRecords(f"unknown method '{method[:32]}'; supported: {', '.join(EXPLAIN_METHODS)}",
+                                 code="unsupported_method", details={"field": "method", "supported": list(EXPLAIN_METHODS)})
         resolved = self.catalog.resolve(model, version)
         x = records_matrix(records, resolved)
         if len(x) > explain.MAX_EXPLAIN_RECORDS:
             raise InvalidRecords(f"{len(x)} records; explain takes at most {explain.MAX_EXPLAIN_RECORDS} per request",
                                  details={"limit": explain.MAX_EXPLAIN_RECORDS})
-        background = explain.load_background(resolved.path, resolved.card)
+        background, source = explain.load_background(resolved.path, resolved.card)
 
         def predict(z: np.ndarray) -> dict[str, np.ndarray]:
             return self._infer_sync(resolved, z)
 
         outs = predict(x)
         targets = [explain.target_for(resolved.card, outs, i, target) for i in range(len(x))]
-        rows = explain.explain_rows(predict, resolved.card, x, background, nsamples=self.settings.bento_explain_nsamples,
-                                    targets=targets)
+        run = explain.explain_rows_lime if method == "lime" else explain.explain_rows
+        rows = run(predict, resolved.card, x, background, nsamples=self.settings.bento_explain_nsamples, targets=targets)
         preds = recmod.results(resolved.card, outs)
         for row, pred in zip(rows, preds, strict=True):
             row["prediction"] = pred
         return {"model": resolved.name, "version": resolved.version, "task": resolved.card.task,
-                "method": "shap.KernelExplainer", "feature_names": resolved.card.feature_names,
-                "background_rows": len(background), "explanations": rows}
+                "method": EXPLAIN_METHODS[method], "feature_names": resolved.card.feature_names,
+                "background": source, "background_rows": len(background), "explanations": rows}
 
     @bentoml.api
     @guard

@@ -26,3 +26,8 @@ def health(settings: Settings, timeout: float = 2.0) -> dict:
     except httpx.HTTPError as exc:
         out["error"] = f"Triton not reachable at {url}: {exc.__class__.__name__}"
     return out
+
+
+def failed_models(h: dict) -> list[dict]:
+    """Entries of ``health()["models"]`` that failed to load (UNAVAILABLE with a reason other than having been unloaded)."""
+    return [m for m in h.get("models", []) if m["state"] == "UNAVAILABLE" and m.get("reason") not in ("", "unloaded", None)]

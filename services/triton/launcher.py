@@ -20,7 +20,7 @@ import httpx
 from mlstack.errors import MlstackError
 from mlstack.process import port_in_use
 from mlstack.settings import Settings
-from services.triton.health import health
+from services.triton.health import failed_models, health
 from services.triton.install import INSTALL_HINT, TritonNotInstalled, backend_dir, find_dist, server_env
 from services.triton.logs import cause_from_log
 
@@ -82,8 +82,10 @@ class TritonServer:
             "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
             f"--metrics-address={s.triton_host}", f"--metrics-port={s.triton_metrics_port}",
             f"--model-control-mode={s.triton_model_control_mode}",
-            "--strict-readiness=true",
-            "--exit-on-error=true",
+            # One model that fails to load must not keep the others from serving nor the server from starting:
+            # readiness is judged per model (repository index), not by the whole server.
+            "--strict-readiness=false",
+            "--exit-on-error=false",
             f"--exit-timeout-secs={s.triton_exit_timeout_s}",
             f"--log-verbose={s.triton_log_verbose}",
             # No GPU memory pools on a CPU box; the stock container on a GPU host keeps its defaults.
@@ -143,15 +145,27 @@ class TritonServer:
                     cause = cause_from_log(self.log_path)
                     raise TritonStartError(f"tritonserver exited with code {code}: {cause}",
                                            details={"exit_code": code, "log": str(self.log_path)})
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(url).status_code == 200:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    if client.get(url).status_code == 200 and self._settled(client):
                         logger.info("tritonserver ready at %s", self.http_url)
+                        for m in self.failed_models():
+                            logger.warning("model %s version %s failed to load and is not served: %s",
+                                           m["name"], m["version"], m["reason"])
                         return
                 if time.monotonic() > deadline:
                     cause = cause_from_log(self.log_path)
                     raise TritonStartError(f"tritonserver not ready after {timeout:.0f}s: {cause}",
                                            details={"timeout_s": timeout, "log": str(self.log_path)})
                 time.sleep(0.2)
+
+    def _settled(self, client: httpx.Client) -> bool:
+        """Every model of the repository has finished loading (READY) or failed (UNAVAILABLE).
+
+        Without strict readiness the server answers ready before its first loads are done; waiting here keeps
+        "started" meaning "serving what it can".
+        """
+        index = client.post(f"{self.http_url}/v2/repository/index", json={})
+        return index.status_code == 200 and all(m.get("state") in ("READY", "UNAVAILABLE") for m in index.json())
 
     def stop(self) -> None:
         """SIGTERM, wait exit_timeout + grace, then SIGKILL the whole process group (no orphan stubs)."""
@@ -166,6 +180,10 @@ class TritonServer:
 
     def health(self) -> dict:
         return health(self.settings)
+
+    def failed_models(self) -> list[dict]:
+        """Versions Triton tried and failed to load (``{"name", "version", "reason"}``); the others serve regardless."""
+        return failed_models(self.health())
 
     def __enter__(self) -> TritonServer:
         self.start()

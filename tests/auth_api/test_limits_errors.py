@@ -15,9 +15,22 @@ from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 
 def _err(r: httpx.Response) -> dict:
     body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}, body
     assert "Traceback" not in r.text
+    if r.request.url.path.startswith("/v2/"):  # KServe v2 shape: {"error": "<message>", "code": ...}
+        assert set(body) == {"error", "code"} and isinstance(body["error"], str), body
+        return {"code": body["code"], "message": body["error"]}
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}, body
     return dict(body["error"])
+
+
+# The gateway checks tensors against the model's config before Triton: these gateways know iris-svm's config.
+IRIS_CONFIG = 'name: "iris-svm"\nmax_batch_size: 64\ninput { name: "input" data_type: TYPE_FP32 dims: [ 4 ] }\n'
+IRIS_REQUEST = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+def _know_iris(gw: RunningGateway) -> None:
+    (gw.settings.repository / "iris-svm" / "1").mkdir(parents=True)
+    (gw.settings.repository / "iris-svm" / "config.pbtxt").write_text(IRIS_CONFIG)
 
 
 def test_error_shapes(gateway: RunningGateway) -> None:
@@ -75,8 +88,9 @@ def test_rate_limit_429_with_retry_after(tmp_path: Path, db_url: str) -> None:
 
 def test_triton_down_is_a_fast_503(gateway: RunningGateway) -> None:
     token = gateway.create_user("ivan")
+    _know_iris(gateway)
     with gateway.client(token) as c:
-        for path, kw in (("/v2/models/iris-svm/infer", {"json": {"inputs": []}}), ("/v2/models/iris-svm", {})):
+        for path, kw in (("/v2/models/iris-svm/infer", {"json": IRIS_REQUEST}), ("/v2/models/iris-svm", {})):
             start = time.perf_counter()
             r = c.request("POST" if "infer" in path else "GET", path, **kw)
             assert r.status_code == 503 and _err(r)["code"] == "upstream_unavailable"
@@ -94,10 +108,11 @@ def test_cors_origins(tmp_path: Path, origin: str, allowed: bool) -> None:
 
 
 def test_anonymous_inference_only_when_enabled(tmp_path: Path, db_url: str) -> None:
-    payload = {"inputs": []}
+    payload = IRIS_REQUEST
     with run_gateway(gateway_settings(tmp_path, db_url)) as gw, gw.client() as c:
         assert c.post("/v2/models/iris-svm/infer", json=payload).status_code == 401
     with run_gateway(gateway_settings(tmp_path / "anon", db_url, gateway_allow_anonymous=True)) as gw, gw.client() as c:
+        _know_iris(gw)
         assert c.post("/v2/models/iris-svm/infer", json=payload).status_code == 503  # admitted; Triton is down
         assert c.get("/api/v1/history").status_code == 401  # history still needs an account
 

@@ -95,7 +95,8 @@ def gateway_process(settings: Settings, log: Path) -> Iterator[str]:
            "MLSTACK_GATEWAY_HOST": "127.0.0.1", "MLSTACK_GATEWAY_HTTP_PORT": str(settings.gateway_http_port),
            "MLSTACK_GATEWAY_GRPC_PORT": str(settings.gateway_grpc_port),
            "MLSTACK_ADMIN_PASSWORD": settings.admin_password.get_secret_value() if settings.admin_password else "",
-           "MLSTACK_GATEWAY_HISTORY_FLUSH_INTERVAL_S": "0.05"}
+           "MLSTACK_GATEWAY_HISTORY_FLUSH_INTERVAL_S": "0.05",
+           "MLSTACK_GATEWAY_METRICS_TOKEN": settings.gateway_metrics_token.get_secret_value() if settings.gateway_metrics_token else ""}
     url = f"http://127.0.0.1:{settings.gateway_http_port}"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "auth_api"], env=env, stdout=out, stderr=subprocess.STDOUT)

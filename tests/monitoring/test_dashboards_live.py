@@ -10,6 +10,7 @@ import tritonclient.grpc as grpcclient
 from pydantic import SecretStr
 
 from monitoring.config import Target
+from tests.fixtures.bento import BentoFixture
 from tests.fixtures.triton import TritonFixture, free_ports
 from tests.monitoring.live import (
     IRIS_ROW,
@@ -24,6 +25,7 @@ from tests.monitoring.live import (
 )
 
 ADMIN_PASSWORD = "monitoring-test-admin-pw"
+METRICS_TOKEN = "monitoring-test-metrics-token"
 
 
 def _triton_target(triton: TritonFixture) -> Target:
@@ -40,14 +42,18 @@ def test_triton_panels_return_data(triton: TritonFixture, tmp_path: Path) -> Non
 
 
 def test_gateway_panels_return_data(triton: TritonFixture, tmp_path: Path) -> None:
-    """The gateway as `mlstack up` runs it: HTTP + gRPC traffic, a refused token, then every remaining panel."""
+    """The gateway as `mlstack up` runs it, /metrics behind a token that Prometheus sends: HTTP + gRPC traffic, a refused
+    token, an unknown model, then every remaining panel."""
     http_port, grpc_port = free_ports(2)
     settings = triton.settings.model_copy(update={
         "var_dir": tmp_path / "gw_var", "gateway_http_port": http_port, "gateway_grpc_port": grpc_port,
-        "admin_password": SecretStr(ADMIN_PASSWORD)})
+        "admin_password": SecretStr(ADMIN_PASSWORD), "gateway_metrics_token": SecretStr(METRICS_TOKEN)})
     queries = [q for q in all_panel_queries() if metric_families(q[2]) & {"gateway"}]
+    token_file = tmp_path / "gateway_metrics_token"
+    token_file.write_text(METRICS_TOKEN)
     with gateway_process(settings, tmp_path / "gateway.log") as url:
-        targets = [_triton_target(triton), Target("gateway", f"127.0.0.1:{http_port}")]
+        assert httpx.get(f"{url}/metrics", timeout=30).status_code == 401
+        targets = [_triton_target(triton), Target("gateway", f"127.0.0.1:{http_port}", credentials_file=token_file)]
         with prometheus(tmp_path, targets) as prom:
             wait_targets_up(prom, {"triton", "gateway"})
             token = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD},
@@ -64,9 +70,27 @@ def test_gateway_panels_return_data(triton: TritonFixture, tmp_path: Path) -> No
             refused = httpx.post(f"{url}/v2/models/iris-logreg/infer", json=v2_body(IRIS_ROW),
                                  headers={"Authorization": "Bearer not-a-token"}, timeout=30)
             assert refused.status_code == 401, refused.text
+            unknown = httpx.post(f"{url}/api/v1/predict/nope", json={"instances": [IRIS_ROW]}, headers=auth, timeout=30)
+            assert unknown.status_code == 404, unknown.text
             with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
                 inp = grpcclient.InferInput("input", [1, 4], "FP32")
                 inp.set_data_from_numpy(np.array([IRIS_ROW], dtype=np.float32))
                 result = client.infer("iris-logreg", [inp], headers={"authorization": f"Bearer {token}"})
                 assert result.as_numpy("label") is not None
             assert missing_data(prom, queries) == []
+
+
+def test_bento_panels_return_data(bento: BentoFixture, tmp_path: Path) -> None:
+    """The BentoML panels read the task service's own /metrics: records, an explanation, a refused request."""
+    queries = [q for q in all_panel_queries() if metric_families(q[2]) == {"bentoml"}]
+    assert len(queries) >= 3, "the Serving overview lost its BentoML panels"
+    with prometheus(tmp_path, [Target("bento", f"127.0.0.1:{bento.settings.bento_port}")]) as prom:
+        wait_targets_up(prom, {"bento"})
+        record = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
+        for _ in range(5):
+            r = bento.post("predict_records", {"model": "iris-rf", "records": [record]})
+            assert r.status_code == 200, r.text
+        r = bento.post("explain", {"model": "iris-svm", "records": [record]})
+        assert r.status_code == 200, r.text
+        assert bento.post("predict_records", {"model": "nope", "records": [record]}).status_code == 404
+        assert missing_data(prom, queries) == []

@@ -56,6 +56,24 @@ def test_local_config_uses_the_settings_ports(promtool: str, tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_local_config_passes_the_gateway_metrics_token(promtool: str, tmp_path: Path) -> None:
+    """With MLSTACK_GATEWAY_METRICS_TOKEN set, Prometheus sends it to the gateway (from a 0600 file, not the config)."""
+    token = "scrape-me-0123456789"
+    path = write_local_config(Settings(var_dir=tmp_path, gateway_metrics_token=token))
+    jobs = {j["job_name"]: j for j in yaml.safe_load(path.read_text())["scrape_configs"]}
+    auth = jobs["gateway"]["authorization"]
+    token_file = Path(auth["credentials_file"])
+    assert auth["type"] == "Bearer" and token_file.read_text() == token
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert token not in path.read_text()
+    assert all("authorization" not in jobs[j] for j in ("triton", "bento", "prometheus"))
+    proc = _promtool(promtool, "check", "config", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    write_local_config(Settings(var_dir=tmp_path))  # token unset again: no credentials, no stale secret left behind
+    assert "authorization" not in yaml.safe_load(path.read_text())["scrape_configs"][1]
+    assert not token_file.exists()
+
+
 def test_compose_and_local_configs_scrape_the_same_jobs() -> None:
     compose = {j["job_name"] for j in yaml.safe_load(COMPOSE_CONFIG.read_text())["scrape_configs"]}
     local = {j["job_name"] for j in yaml.safe_load(render_config(local_targets(Settings()), self_address="x:1"))["scrape_configs"]}

@@ -1,56 +1,114 @@
-"""Login (form and JSON), registration, token refresh with rotation, logout, and the caller's own account."""
+"""Login (form and JSON), registration, token refresh with rotation, logout, password change, the caller's account.
+
+Logins are throttled per account and per client IP (core/throttle.py) and verify passwords on the dedicated hashing
+pool (core/hashpool.py), so a burst of logins queues instead of starving inference.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlmodel import Session
 
-from auth_api import crud
+from auth_api import crud, identities
 from auth_api.core.errors import Forbidden, NotFound, Unauthorized
+from auth_api.core.throttle import LoginThrottled
 from auth_api.deps import CurrentPrincipal, GatewayDep, LoginPrincipal, SessionDep
-from auth_api.models import LoginRequest, Message, RefreshRequest, TokenPair, User, UserCreate, UserPublic, UserRegister
+from auth_api.models import (
+    LoginRequest,
+    Message,
+    PasswordChange,
+    RefreshRequest,
+    TokenPair,
+    User,
+    UserCreate,
+    UserPublic,
+    UserRegister,
+    UserUpdate,
+)
 from auth_api.state import Gateway
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _issue(gw: Gateway, db: SessionDep, user: User) -> TokenPair:
+def _issue(gw: Gateway, db: Session, user: User) -> TokenPair:
     assert user.id is not None
-    refresh, jti, exp = gw.codec.refresh_token(user.id)
+    refresh, jti, exp = gw.codec.refresh_token(user.id, user.token_version)
     crud.store_refresh_token(db, user.id, jti, datetime.fromtimestamp(exp, UTC))
-    return TokenPair(access_token=gw.codec.access_token(user.id, user.username, user.role), refresh_token=refresh,
-                     expires_in=gw.codec.access_ttl_s)
+    return TokenPair(access_token=gw.codec.access_token(user.id, user.username, user.role, user.token_version),
+                     refresh_token=refresh, expires_in=gw.codec.access_ttl_s)
 
 
-def _login(gw: Gateway, db: SessionDep, username: str, password: str) -> TokenPair:
-    user = crud.authenticate(db, username, password)
-    if user is None:
+async def _verified(request: Request, gw: Gateway, username: str, password: str) -> User:
+    """The active user with these credentials; throttled, and the same answer and work for unknown usernames."""
+    key = identities.login_key(username)
+    ip = request.client.host if request.client else None
+    try:
+        gw.throttle.check(key, ip)
+    except LoginThrottled:
+        gw.metrics.auth_failures.labels("login_throttled").inc()
+        raise
+    user = await gw.run_db(crud.get_user_by_username, username)
+    ok = await gw.hashing.verify(password, user.password_hash if user is not None else None)
+    if not ok or user is None or not user.is_active:
+        gw.throttle.failed(key, ip)
         gw.metrics.auth_failures.labels("bad_credentials").inc()
         raise Unauthorized("incorrect username or password", code="bad_credentials")
-    return _issue(gw, db, user)
+    gw.throttle.succeeded(key)
+    return user
+
+
+async def _login(request: Request, gw: Gateway, username: str, password: str) -> TokenPair:
+    user = await _verified(request, gw, username, password)
+    return await gw.run_db(lambda db: _issue(gw, db, user))
 
 
 @router.post("/token", response_model=TokenPair)
-def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], gw: GatewayDep, db: SessionDep) -> TokenPair:
+async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], gw: GatewayDep) -> TokenPair:
     """OAuth2 password flow (what Swagger's Authorize button uses)."""
-    return _login(gw, db, form.username, form.password)
+    return await _login(request, gw, form.username, form.password)
 
 
 @router.post("/login", response_model=TokenPair)
-def login(body: LoginRequest, gw: GatewayDep, db: SessionDep) -> TokenPair:
-    """Log in with JSON credentials."""
-    return _login(gw, db, body.username, body.password)
+async def login(request: Request, body: LoginRequest, gw: GatewayDep) -> TokenPair:
+    """Log in with JSON credentials (usernames are case-insensitive); 429 with Retry-After after repeated failures."""
+    return await _login(request, gw, body.username, body.password)
 
 
 @router.post("/register", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
-def register(body: UserRegister, gw: GatewayDep, db: SessionDep) -> User:
-    """Create an account with role 'user' (when self-registration is enabled)."""
+async def register(body: UserRegister, gw: GatewayDep) -> User:
+    """Create an account with role 'user' (when self-registration is enabled); 409 when the name or email is taken
+    in any letter case."""
     if not gw.settings.gateway_allow_registration:
         raise Forbidden("self-registration is disabled", code="registration_disabled")
-    return crud.create_user(db, UserCreate(username=body.username, password=body.password, email=body.email))
+    data = UserCreate(username=body.username, password=body.password, email=body.email)
+    password_hash = await gw.hashing.hash(body.password)
+    return await gw.run_db(crud.create_user, data, password_hash)
+
+
+@router.post("/password/change", response_model=TokenPair)
+async def change_password(request: Request, body: PasswordChange, p: LoginPrincipal, gw: GatewayDep) -> TokenPair:
+    """Set a new password (the current one is required): every other session of the account ends (refresh tokens
+    revoked, access tokens refused); the answer is a fresh token pair for this client."""
+    user = await _verified(request, gw, p.username, body.old_password)
+    if user.id != p.user_id:  # the account's name now belongs to someone else: never change theirs
+        raise Unauthorized("incorrect username or password", code="bad_credentials")
+    password_hash = await gw.hashing.hash(body.new_password)
+
+    def change(db: Session) -> TokenPair:
+        fresh = crud.get_user(db, user.id) if user.id is not None else None
+        if fresh is None:
+            raise Unauthorized("account not found or disabled", code="inactive_user")
+        return _issue(gw, db, crud.update_user(db, fresh, UserUpdate(password=body.new_password), password_hash))
+
+    try:
+        return await gw.run_db(change)
+    finally:
+        assert p.user_id is not None
+        gw.auth.invalidate_user(p.user_id)
 
 
 @router.post("/refresh", response_model=TokenPair)
@@ -64,14 +122,19 @@ def refresh(body: RefreshRequest, gw: GatewayDep, db: SessionDep) -> TokenPair:
     row = crud.consume_refresh_token(db, str(claims.get("jti")))
     if row is None:
         known = crud.find_refresh_token(db, str(claims.get("jti")))
-        if known is not None and known.revoked_at is not None:
-            # A revoked token presented again: someone kept a copy. End every session of this user.
+        owner = crud.get_user(db, known.user_id) if known is not None and known.revoked_at is not None else None
+        if known is not None and owner is not None and claims.get("tv", 0) == owner.token_version:
+            # A token revoked by rotation presented again: someone kept a copy. End every session of this user.
+            # (Tokens revoked by a password change or deactivation are merely dead: an old device retrying one
+            # must not end the session the user just started.)
             crud.revoke_user_refresh_tokens(db, known.user_id)
         gw.metrics.auth_failures.labels("refresh_token_reused").inc()
         raise Unauthorized("refresh token revoked or unknown", code="refresh_token_revoked")
     user = crud.get_user(db, row.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("account disabled", code="inactive_user")
+    if claims.get("tv", user.token_version) != user.token_version:  # minted while the password was being changed
+        raise Unauthorized("refresh token revoked or unknown", code="refresh_token_revoked")
     return _issue(gw, db, user)
 
 

@@ -15,27 +15,28 @@ router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 
 @router.get("/stats")
 def stats(p: UserPrincipal, db: SessionDep) -> dict[str, Any]:
-    """Successful predictions by model, version and label; mean confidence; accuracy = share of feedback marked correct."""
+    """Successful predictions (``total``) by model, version and label, failed ones (``errors``) by model, status and code;
+    mean confidence; accuracy = share of feedback marked correct."""
     return queries.stats(db, p)
 
 
 @router.get("/recent", response_model=list[PredictionPublic])
 def recent(p: UserPrincipal, db: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> list[Prediction]:
-    """The latest predictions."""
+    """The latest predictions, failed ones included (``status``, ``error_code``)."""
     return queries.recent(db, p, limit)
 
 
 @router.get("/timeline")
 def timeline(p: UserPrincipal, db: SessionDep, days: Annotated[int, Query(ge=1, le=366)] = 7,
              bucket: Literal["hour", "day"] = "day") -> list[dict[str, Any]]:
-    """Request and error counts per hour or day."""
+    """Requests per hour or day: ``count`` = ``successes`` + ``errors`` (failed predictions)."""
     return queries.timeline(db, p, days, bucket)
 
 
 @router.get("/labels/{label}")
 def label(p: UserPrincipal, db: SessionDep, label: Annotated[str, Path(max_length=128)],
           limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
-    """Predictions with one label: count, mean confidence, latest rows."""
+    """Successful predictions with one label (failures have none): count, mean confidence, latest rows."""
     out = queries.by_label(db, p, label, limit)
     out["items"] = [PredictionPublic.model_validate(r, from_attributes=True) for r in out["items"]]
     return out

@@ -6,37 +6,51 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from auth_api import registry
-from auth_api.core.errors import InvalidInput, UpstreamTimeout, UpstreamUnavailable
+from auth_api.core.errors import UpstreamTimeout, UpstreamUnavailable
 from auth_api.deps import AdminPrincipal, EngineerPrincipal, GatewayDep, UserPrincipal
+from auth_api.model_stats import model_stats
 from auth_api.models import Message
+from auth_api.proxy.cache import CacheUnavailable, cache_of, flush_from_thread
 from auth_api.state import Gateway
-from mlstack.errors import ModelNotFound, PublishError
-from mlstack.repository import serving
-from mlstack.repository.card import Dataset, ModelCard
+from mlstack.errors import MlstackError, ModelNotFound, PublishError
+from mlstack.repository import intake, serving
 from mlstack.repository.layout import model_names, read_card, versions
-from mlstack.repository.publish import Candidate, publish
+from mlstack.repository.publish import Candidate, SandboxLimits, publish
+from mlstack.repository.sandbox import sanitize
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/models", tags=["models"])
 NamePath = Annotated[str, Path(max_length=64)]
 
 
-async def _triton_states(gw: Gateway) -> dict[tuple[str, str], str] | None:
-    """(name, version) -> Triton state from the repository index; None when Triton cannot be reached."""
+class ConfirmationRequired(MlstackError):
+    """A destructive call without the confirmation a script passes on purpose."""
+
+    code = "confirmation_required"
+    status = 400
+
+
+# Rows of an uploaded SHAP background: Kernel SHAP costs (rows x coalitions) inferences per explained record.
+MAX_BACKGROUND_ROWS = 1000
+
+
+async def _triton_states(gw: Gateway) -> dict[tuple[str, str], dict[str, str]] | None:
+    """(name, version) -> Triton's {state, reason} from the repository index; None when Triton cannot be reached."""
     try:
         resp = await gw.upstream.request("POST", "/v2/repository/index", content=b"{}", timeout=3.0)
     except (UpstreamUnavailable, UpstreamTimeout):
         return None
     if resp.status != 200:
         return None
-    return {(m.get("name", ""), str(m.get("version", ""))): m.get("state", "") for m in json.loads(resp.content)}
+    return {(m.get("name", ""), str(m.get("version", ""))): {"state": m.get("state", ""), "reason": sanitize(m.get("reason", ""), 500)}
+            for m in json.loads(resp.content)}
 
 
-def _describe(gw: Gateway, name: str, states: dict[tuple[str, str], str] | None) -> dict[str, Any]:
+def _describe(gw: Gateway, name: str, states: dict[tuple[str, str], dict[str, str]] | None) -> dict[str, Any]:
     repo = gw.settings.repository
     vs = versions(repo, name)
     if not vs:
@@ -48,7 +62,9 @@ def _describe(gw: Gateway, name: str, states: dict[tuple[str, str], str] | None)
             card: dict[str, Any] | None = read_card(repo, name, v).model_dump(mode="json")
         except (ModelNotFound, ValueError):
             card = None
-        out.append({"version": v, "live": v in live, "ready": (states.get((name, str(v))) == "READY") if states is not None else None,
+        st = states.get((name, str(v)), {}) if states is not None else None
+        out.append({"version": v, "live": v in live, "ready": st.get("state") == "READY" if st is not None else None,
+                    "triton_state": st.get("state") if st else None, "reason": (st.get("reason") or None) if st else None,
                     "card": card})
     return {"name": name, "live_version": live[-1] if live else None, "versions": out}
 
@@ -81,34 +97,39 @@ async def get_model(name: NamePath, _: UserPrincipal, gw: GatewayDep) -> dict[st
 @router.post("/{name}/versions", status_code=status.HTTP_201_CREATED)
 def upload_version(name: NamePath, p: EngineerPrincipal, gw: GatewayDep,
                    file: Annotated[UploadFile, File(description="The ONNX model.")],
-                   card: Annotated[str | None, Form(description="Model card JSON (optional).")] = None) -> dict[str, Any]:
+                   card: Annotated[str | None, Form(description="Model card JSON (optional; missing fields are inherited "
+                                                                "from the live version, see docs/model_card.md).")] = None,
+                   background: Annotated[UploadFile | None, File(description="SHAP background sample for `explain`: a .npy "
+                                                                         "float array [rows, features], finite, at most "
+                                                                         f"{MAX_BACKGROUND_ROWS} rows.")] = None,
+                   ) -> dict[str, Any]:
     """Publish a new version (same validation as `mlstack publish`); it is live at once unless a version was pinned."""
     s = gw.settings
-    try:
-        mc = (ModelCard.model_validate_json(card) if card else
-              ModelCard(name=name, task="regression", framework="external", algorithm="unknown",
-                        dataset=Dataset(name="unknown", source="external")))
-    except ValueError as exc:
-        raise InvalidInput("card is not a valid model card", code="invalid_card", details={"reason": str(exc)[:2000]}) from exc
-    mc.created_by = p.username
     data = file.file.read()
-    cand = Candidate(name=name, onnx_bytes=data, card=mc, labels=mc.labels or None,
-                     label_output="probabilities" if mc.labels else None)
+    bg = background.file.read() if background is not None else None
     try:
+        got = intake.prepare(s.repository, name, data, card, background=bg, max_background_rows=MAX_BACKGROUND_ROWS,
+                             created_by=p.username)
+        mc = got.card
+        cand = Candidate(name=name, onnx_bytes=data, card=mc, labels=mc.labels or None,
+                         label_output="probabilities" if mc.labels else None, extra_files=got.extra_files)
         pub = publish(s.repository, cand, max_batch_size=s.default_max_batch_size, instance_count=s.default_instance_count,
-                      max_queue_delay_us=s.default_max_queue_delay_us)
+                      max_queue_delay_us=s.default_max_queue_delay_us, sandbox=SandboxLimits.from_settings(s))
     except PublishError:
         raise
     except OSError as exc:
-        raise PublishError(f"could not write the version: {exc}", code="write_failed") from exc
+        # The OSError names server paths: logged here, never sent to the client.
+        logger.error("writing %s failed: %s", name, exc)
+        raise PublishError("could not write the version", code="write_failed", details={"errno": exc.errno}) from exc
     gw.catalog.invalidate(name)
     registry.sync(gw.engine, s.repository, name, published_by={pub.version: p.username})
     logger.info("%s published %s version %d", p.username, name, pub.version)
-    return {"name": pub.name, "version": pub.version, "card": pub.card.model_dump(mode="json")}
+    return {"name": pub.name, "version": pub.version, "card": pub.card.model_dump(mode="json"), **got.summary()}
 
 
 def _served(gw: Gateway, name: str, before: int | None, now: int) -> dict[str, Any]:
     gw.catalog.invalidate(name)
+    flush_from_thread(gw.extras, name)  # cached answers of the old live version must not outlive it
     registry.sync(gw.engine, gw.settings.repository, name)
     return {"name": name, "live_version": now, "previous_version": before}
 
@@ -134,6 +155,56 @@ def delete_version(name: NamePath, version: int, p: AdminPrincipal, gw: GatewayD
     """Delete a version that is not live."""
     serving.delete_version(gw.settings.repository, name, version)
     gw.catalog.invalidate(name)
+    flush_from_thread(gw.extras, name)
     registry.sync(gw.engine, gw.settings.repository, name)
     logger.info("%s deleted %s version %d", p.username, name, version)
     return Message(message=f"deleted {name} version {version}")
+
+
+@router.delete("/{name}", response_model=Message)
+def delete_model(name: NamePath, p: AdminPrincipal, gw: GatewayDep, confirm: str | None = None) -> Message:
+    """Delete a whole model (every version, the live one included); ``?confirm=<name>`` is required.
+
+    Triton unloads it; history rows are kept, registry rows become ``deleted``; its version numbers are never reused.
+    """
+    if confirm != name:
+        raise ConfirmationRequired(f"deleting model '{name}' removes every version and stops serving it; "
+                                   f"repeat the model name: DELETE /api/v1/models/{name}?confirm={name}",
+                                   details={"model": name, "confirm": name})
+    removed = serving.delete_model(gw.settings.repository, name)
+    gw.catalog.invalidate(name)
+    flush_from_thread(gw.extras, name)
+    registry.sync(gw.engine, gw.settings.repository, name)
+    logger.info("%s deleted model %s (versions %s)", p.username, name, removed)
+    return Message(message=f"deleted model {name} (versions {', '.join(map(str, removed))})")
+
+
+@router.post("/{name}/cache/clear")
+async def clear_cache(name: NamePath, p: EngineerPrincipal, gw: GatewayDep) -> dict[str, Any]:
+    """Drop every cached prediction of the model (every gateway's, when the cache is in Redis)."""
+    if not gw.catalog.versions(name):
+        raise ModelNotFound(name)
+    cache = cache_of(gw.extras)
+    if cache is None:
+        raise UpstreamUnavailable("the prediction cache is not running")
+    try:
+        n = await cache.flush(name)
+    except CacheUnavailable as exc:
+        raise UpstreamUnavailable("the prediction cache store cannot be reached; entries expire by their TTL",
+                                  code="cache_unavailable", details={"backend": cache.backend}) from exc
+    logger.info("%s cleared the prediction cache of %s (%d answers)", p.username, name, n)
+    return {"name": name, "cleared": n, "backend": cache.backend}
+
+
+@router.get("/{name}/stats")
+async def stats(name: NamePath, _: EngineerPrincipal, gw: GatewayDep,
+                hours: Annotated[float, Query(gt=0, le=24 * 90, description="Window, in hours back from now.")] = 24.0) -> dict[str, Any]:
+    """Requests, errors, latency percentiles and cache hits of the model, from the history of every gateway."""
+    if not gw.catalog.versions(name):
+        raise ModelNotFound(name)
+    out = await gw.run_db(model_stats, name, hours)
+    cache = cache_of(gw.extras)
+    if cache is not None:
+        on, ttl = cache.policy(name)
+        out["cache"] = {"enabled": on, "ttl_s": ttl, "backend": cache.backend, "this_process": cache.counts(name)}
+    return out

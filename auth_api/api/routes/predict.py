@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from auth_api.core.errors import InvalidInput
 from auth_api.deps import GatewayDep, InferencePrincipal
-from auth_api.proxy.records import base_record
+from auth_api.proxy.records import base_record, failure_record
 from auth_api.proxy.summaries import NP, summarize_outputs
+from auth_api.proxy.tensors import Sent, check
+from auth_api.state import Gateway
 from mlstack.errors import MlstackError, ModelNotFound
 from mlstack.repository.card import ModelCard
 from mlstack.repository.layout import NAME_RE
@@ -33,6 +35,18 @@ class PredictRequest(BaseModel):
                                                    max_length=10_000)
     version: int | None = Field(None, ge=1, description="Pin a version (default: the live one).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, data: Any) -> Any:
+        # JSON true/false would become 1.0/0.0; BentoML's predict_records refuses them, so does this route (one rule).
+        # Raised as a domain error (not ValueError) so the 422 names the field in its message.
+        if isinstance(data, dict):
+            where = _first_boolean(data.get("records"), "records") or _first_boolean(data.get("instances"), "instances")
+            if where:
+                raise InvalidInput(f"{where} is a boolean; features must be numbers", code="boolean_not_allowed",
+                                   details={"field": where})
+        return data
+
     @model_validator(mode="after")
     def _one_of(self) -> PredictRequest:
         if (self.instances is None) == (self.records is None):
@@ -40,6 +54,19 @@ class PredictRequest(BaseModel):
         if not (self.instances or self.records):
             raise ValueError("no rows to predict")
         return self
+
+
+def _first_boolean(value: Any, path: str) -> str | None:
+    """The path of the first JSON boolean in ``value`` (nested lists and records), else None."""
+    if type(value) is bool:
+        return path
+    items: Any = enumerate(value) if type(value) is list else value.items() if type(value) is dict else ()
+    for k, v in items:
+        t = type(v)
+        # Paths are built only on the way to a boolean or a container: a numeric leaf costs one type() call.
+        if (t is bool or t is list or t is dict) and (found := _first_boolean(v, f"{path}[{k}]" if type(k) is int else f"{path}.{k}")):
+            return found
+    return None
 
 
 class PredictResponse(BaseModel):
@@ -105,28 +132,31 @@ def _rows(card: ModelCard, outputs: dict[str, np.ndarray | None]) -> list[dict[s
 
 @router.post("/{name}", response_model=PredictResponse)
 async def predict(name: str, body: PredictRequest, request: Request, p: InferencePrincipal, gw: GatewayDep) -> PredictResponse:
-    """Predict from JSON rows; the response names labels (from the model card), probabilities and values."""
+    """Predict from JSON rows; the response names labels (from the card of the version that answers), probabilities, values."""
     start = time.perf_counter()
     if not NAME_RE.fullmatch(name):
         raise ModelNotFound(name)
     request.state.model = name
-    card = gw.catalog.card(name)  # in memory; at most one directory listing per model every 2 s
-    arr, in_name, dtype = _tensor(body, card)
-    payload = json.dumps({"inputs": [{"name": in_name, "shape": list(arr.shape), "datatype": dtype,
-                                      "data": arr.reshape(-1).tolist()}]}).encode()
-    path = f"/v2/models/{name}" + (f"/versions/{body.version}" if body.version else "") + "/infer"
-    up = await gw.upstream.request("POST", path, payload, {"content-type": "application/json"})
-    gw.metrics.upstream_latency.labels("rest", name).observe(up.elapsed_s)
-    doc = json.loads(up.content) if up.content else {}
-    if up.status != 200:
-        msg = doc.get("error") if isinstance(doc, dict) else None
-        raise _upstream_error(up.status, str(msg or "inference failed"), name, body.version)
-    outputs: dict[str, np.ndarray | None] = {o["name"]: np.asarray(o["data"], dtype=NP.get(o["datatype"], np.float32)).reshape(o["shape"])
-               for o in doc.get("outputs", []) if o.get("datatype") in NP}
-    version = str(doc.get("model_version") or body.version or "") or None
-    request.state.version = version or ""
-    rec = base_record(p, model=name, version=version, protocol="rest", status=200, total_s=time.perf_counter() - start,
-                      upstream_s=up.elapsed_s, client_ip=request.client.host if request.client else None)
+    client_ip = request.client.host if request.client else None
+    upstream_s = 0.0
+    try:
+        # A version Triton unloaded since it was last asked answers 404: ask again once, then the 404 stands.
+        for attempt in (0, 1):
+            card, version, out, upstream_s = await _infer(name, body, gw)
+            if out is not None or attempt or body.version:
+                break
+            gw.catalog.invalidate(name)
+        if out is None:
+            raise ModelNotFound(name, version)
+        arr, dtype, outputs, answered = out
+    except MlstackError as exc:
+        await gw.writer.put(failure_record(p, model=name, version=str(body.version) if body.version else None, protocol="rest",
+                                           status=int(exc.status), code=str(exc.code), total_s=time.perf_counter() - start,
+                                           upstream_s=upstream_s, client_ip=client_ip))
+        raise
+    request.state.version = answered or ""
+    rec = base_record(p, model=name, version=answered, protocol="rest", status=200, total_s=time.perf_counter() - start,
+                      upstream_s=upstream_s, client_ip=client_ip)
     rec.update(input_shape=json.dumps(list(arr.shape)), input_dtype=dtype,
                input_sha256=hashlib.sha256(arr.tobytes()).hexdigest(), **summarize_outputs(outputs, card.labels))
     await gw.writer.put(rec)
@@ -135,7 +165,38 @@ async def predict(name: str, body: PredictRequest, request: Request, p: Inferenc
         for k, v in list(r.items()):
             if isinstance(v, float) and not math.isfinite(v):
                 r[k] = None
-    return PredictResponse(model=name, version=version, task=card.task, predictions=rows)
+    return PredictResponse(model=name, version=answered, task=card.task, predictions=rows)
+
+
+_Answered = tuple[np.ndarray, str, dict[str, np.ndarray | None], str | None]
+
+
+async def _infer(name: str, body: PredictRequest, gw: Gateway) -> tuple[ModelCard, int | None, _Answered | None, float]:
+    """(card, version, (tensor, dtype, outputs, version that answered) or None if that version is gone, upstream seconds).
+
+    The card is the one of the version Triton serves (or the pinned one) and the request is pinned to that version, so
+    the features that built the tensor and the labels that name the answer belong to the model that computed it."""
+    version = body.version or await gw.catalog.served_version(name, gw.upstream)
+    card = gw.catalog.card(name, version)  # in memory; None (Triton cannot say) means the newest on disk
+    arr, in_name, dtype = _tensor(body, card)
+    # The same bounds as the v2 routes (shape, batch, element cap) against the config Triton serves.
+    check(gw.catalog.spec(name, body.version), [Sent(in_name, dtype, list(arr.shape), int(arr.size))],
+          gw.settings.gateway_max_tensor_elements)
+    payload = json.dumps({"inputs": [{"name": in_name, "shape": list(arr.shape), "datatype": dtype,
+                                      "data": arr.reshape(-1).tolist()}]}).encode()
+    path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+    up = await gw.upstream.request("POST", path, payload, {"content-type": "application/json"})
+    gw.metrics.upstream_latency.labels("rest", name).observe(up.elapsed_s)
+    if up.status == 404 and version and not body.version:
+        return card, version, None, up.elapsed_s
+    doc = json.loads(up.content) if up.content else {}
+    if up.status != 200:
+        msg = doc.get("error") if isinstance(doc, dict) else None
+        raise _upstream_error(up.status, str(msg or "inference failed"), name, body.version)
+    outputs: dict[str, np.ndarray | None] = {o["name"]: np.asarray(o["data"], dtype=NP.get(o["datatype"], np.float32)).reshape(o["shape"])
+               for o in doc.get("outputs", []) if o.get("datatype") in NP}
+    answered = str(doc.get("model_version") or version or "") or None
+    return card, version, (arr, dtype, outputs, answered), up.elapsed_s
 
 
 def _upstream_error(status: int, message: str, name: str, version: int | None) -> MlstackError:

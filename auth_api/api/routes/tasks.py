@@ -1,7 +1,8 @@
 """``POST /api/v1/tasks/{task}``: task-level APIs (images, records, explanations, battery twin) via the BentoML service.
 
 Bodies go to the service unchanged (multipart for ``classify_image``, JSON otherwise) and its answers, errors included,
-come back unchanged. A successful call leaves a history row, summarised in the history writer (``task_summaries``).
+come back unchanged. Every call leaves a history row, summarised in the history writer (``task_summaries``): a success
+with its outputs, a failure with its status and error code.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
+from auth_api.authn import Principal
 from auth_api.core.errors import NotFound
 from auth_api.deps import GatewayDep, InferencePrincipal
 from auth_api.proxy.bento import get_client
-from auth_api.proxy.records import base_record
-from auth_api.proxy.task_summaries import task_finisher
+from auth_api.proxy.records import base_record, failure_record
+from auth_api.proxy.task_summaries import task_failure_finisher, task_finisher
+from auth_api.state import Gateway
+from mlstack.errors import MlstackError
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -50,9 +55,17 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
                        details={"task": task[:64], "tasks": list(TASKS)})
     body = await request.body()
     ctype = request.headers.get("content-type") or ("application/octet-stream" if task == "classify_image" else "application/json")
-    up = await get_client(gw.extras).post(task, body, ctype)
-    if up.status != 200:  # errors pass through as the service wrote them; history holds successes only
+    try:
+        up = await get_client(gw.extras).post(task, body, ctype)
+    except MlstackError as exc:  # task service down or timing out: the caller's failed prediction all the same
+        await _record_failure(gw, p, request, task, body, ctype, int(exc.status), str(exc.code), start, 0.0)
+        if exc.status == 503:  # the service restarting or shutting down: a client should come back shortly
+            return JSONResponse(exc.to_body(), status_code=503, headers={"Retry-After": "1"})
+        raise
+    if up.status != 200:  # errors pass through as the service wrote them; history records status and code only
         gw.metrics.upstream_latency.labels("task", "").observe(up.elapsed_s)
+        await _record_failure(gw, p, request, task, body, ctype, up.status, _error_code(up.content, up.status), start,
+                              up.elapsed_s)
         return Response(up.content, status_code=up.status, headers=up.headers)
     try:
         doc: Any = json.loads(up.content)
@@ -66,6 +79,24 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
                       client_ip=request.client.host if request.client else None)
     await gw.writer.put(rec, task_finisher(task, body, ctype, doc))
     return Response(up.content, status_code=200, headers=up.headers)
+
+
+async def _record_failure(gw: Gateway, p: Principal, request: Request, task: str, body: bytes, ctype: str, status: int,
+                          code: str, start: float, upstream_s: float) -> None:
+    rec = failure_record(p, model=SIMULATOR if task == "simulate_battery" else task, version=None, protocol=f"task:{task}",
+                         status=status, code=code, total_s=time.perf_counter() - start, upstream_s=upstream_s,
+                         client_ip=request.client.host if request.client else None)
+    await gw.writer.put(rec, task_failure_finisher(body, ctype))
+
+
+def _error_code(content: bytes, status: int) -> str:
+    """The ``error.code`` of the service's answer (the project's error shape), else one derived from the status."""
+    try:
+        err = json.loads(content).get("error")
+    except (ValueError, AttributeError):
+        err = None
+    code = err.get("code") if isinstance(err, dict) else None
+    return str(code) if code else ("task_rejected" if status < 500 else "task_failed")
 
 
 def _identity(task: str, doc: Any) -> tuple[str, str | None]:

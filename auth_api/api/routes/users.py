@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from auth_api import crud
+from auth_api.api.params import Id, Offset
 from auth_api.core.errors import NotFound
-from auth_api.deps import AdminPrincipal, SessionDep
+from auth_api.deps import AdminPrincipal, GatewayDep, SessionDep
 from auth_api.models import User, UserCreate, UserPublic, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -16,19 +17,20 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 @router.get("", response_model=list[UserPublic])
 def list_users(_: AdminPrincipal, db: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               offset: Annotated[int, Query(ge=0)] = 0) -> list[User]:
+               offset: Offset = 0) -> list[User]:
     """All users."""
     return crud.list_users(db, limit, offset)
 
 
 @router.post("", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, _: AdminPrincipal, db: SessionDep) -> User:
-    """Create a user with any role."""
-    return crud.create_user(db, body)
+async def create_user(body: UserCreate, _: AdminPrincipal, gw: GatewayDep) -> User:
+    """Create a user with any role (usernames and emails are unique case-insensitively: 409 otherwise)."""
+    password_hash = await gw.hashing.hash(body.password)
+    return await gw.run_db(crud.create_user, body, password_hash)
 
 
 @router.get("/{user_id}", response_model=UserPublic)
-def get_user(user_id: int, _: AdminPrincipal, db: SessionDep) -> User:
+def get_user(user_id: Id, _: AdminPrincipal, db: SessionDep) -> User:
     """One user."""
     user = crud.get_user(db, user_id)
     if user is None:
@@ -37,10 +39,18 @@ def get_user(user_id: int, _: AdminPrincipal, db: SessionDep) -> User:
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
-def update_user(user_id: int, body: UserUpdate, _: AdminPrincipal, db: SessionDep) -> User:
-    """Change role, email, password or active flag; deactivating ends the user's sessions."""
-    user = get_user(user_id, _, db)
-    user = crud.update_user(db, user, body)
-    if body.is_active is False and user.id is not None:
-        crud.revoke_user_refresh_tokens(db, user.id)
-    return user
+async def update_user(user_id: Id, body: UserUpdate, admin: AdminPrincipal, gw: GatewayDep) -> User:
+    """Change role, email, password or active flag, effective on the user's next request.
+
+    A new password or deactivation ends the user's sessions (refresh tokens revoked, access tokens refused); the last
+    active admin cannot be demoted or deactivated (409 ``last_admin``).
+    """
+    password_hash = await gw.hashing.hash(body.password) if body.password else None
+
+    def change(db: SessionDep) -> User:
+        return crud.update_user(db, get_user(user_id, admin, db), body, password_hash)
+
+    try:
+        return await gw.run_db(change)
+    finally:
+        gw.auth.invalidate_user(user_id)

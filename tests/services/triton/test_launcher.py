@@ -41,7 +41,7 @@ def test_command_follows_settings(tmp_path: Path) -> None:
     assert argv[0].endswith("/tritonserver")
     for flag in (f"--http-port={s.triton_http_port}", f"--grpc-port={s.triton_grpc_port}", f"--metrics-port={s.triton_metrics_port}",
                  "--model-control-mode=explicit", "--load-model=*", "--exit-timeout-secs=7", "--log-verbose=1",
-                 "--strict-readiness=true", "--allow-metrics=true"):
+                 "--strict-readiness=false", "--exit-on-error=false", "--allow-metrics=true"):
         assert flag in argv
     assert not any(a.startswith("--cache-config") or a.startswith("--repository-poll-secs") for a in argv)
     backends = Path(next(a for a in argv if a.startswith("--backend-directory=")).split("=", 1)[1])
@@ -66,17 +66,20 @@ def test_occupied_port_fails_fast_naming_the_port(trained_repo: Path, tmp_path: 
 
 
 @pytest.mark.slow
-def test_broken_repository_fails_with_the_cause_from_the_log(trained_repo: Path, tmp_path: Path) -> None:
+def test_a_model_that_fails_to_load_is_reported_not_fatal(trained_repo: Path, tmp_path: Path) -> None:
     require_triton()
     repo = _small_repo(trained_repo, tmp_path)
     (repo / "iris-logreg" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
     s = triton_settings(repo, tmp_path / "var")
-    started = time.monotonic()
-    with pytest.raises(TritonStartError) as err:
-        TritonServer(s).start(timeout=90)
-    assert time.monotonic() - started < 60
-    message = err.value.message
-    assert "exited" in message and "iris-logreg" in message, message
+    server = TritonServer(s)
+    server.start(timeout=90)
+    try:
+        failed = server.failed_models()
+        assert [(m["name"], m["version"]) for m in failed] == [("iris-logreg", "1")]
+        assert "Protobuf" in failed[0]["reason"] or "protobuf" in failed[0]["reason"]
+        assert server.is_running()
+    finally:
+        server.stop()
     assert not pid_file(s).exists()
 
 

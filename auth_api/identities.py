@@ -1,0 +1,41 @@
+"""Usernames and emails: NFKC-normalised, unique case-insensitively through a casefolded lookup key.
+
+Confusables are refused by restricting usernames to ASCII ``[a-z0-9._-]`` (after NFKC, case-insensitive), 3-32
+characters starting with a letter or digit: no Cyrillic ``а`` posing as ``a``, no fullwidth or zero-width
+characters. Within ASCII, ``I``/``l`` collapse under casefolding; ``rn``/``m``-style lookalikes are not checked.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
+USERNAME_RULE = "3-32 characters from a-z, 0-9, '.', '_', '-' (case-insensitive), starting with a letter or digit"
+MAX_LOGIN_KEY = 64
+
+
+def normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def lookup_key(text: str) -> str:
+    """The case-insensitive key both usernames and emails are unique on."""
+    return normalize(text).casefold()
+
+
+def clean_username(name: str) -> str:
+    """The stored form (NFKC, case kept for display); ValueError when it is not an acceptable username."""
+    norm = normalize(name)
+    if not norm.isascii() or not USERNAME_RE.fullmatch(norm.lower()):
+        raise ValueError(f"username must be {USERNAME_RULE}")
+    return norm
+
+
+def login_key(name: str) -> str:
+    """The key a login attempt is looked up (and throttled) under; bounded so junk input cannot grow the key."""
+    return lookup_key(name)[:MAX_LOGIN_KEY]
+
+
+def clean_email(email: str) -> str:
+    return normalize(email)
