@@ -17,13 +17,20 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP) system-deps
 
-# Debian packages the tests and `mlstack up --with-prometheus` need: prometheus + promtool.
+# Debian packages the tests, `mlstack up --with-prometheus` and `mlstack bench --engine wrk` need:
+# prometheus + promtool, and wrk (the C load generator of the throughput legs).
 system-deps:
 	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
 	  echo "installing Debian's prometheus package (prometheus, promtool)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus \
 	    || { echo "could not install prometheus: run 'apt-get install prometheus' as root"; exit 1; }; \
+	fi
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  echo "installing Debian's wrk package (load generator for mlstack bench --engine wrk)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk \
+	    || { echo "could not install wrk: run 'apt-get install wrk' as root"; exit 1; }; \
 	fi
 
 # Trains the ten demo models only when model_repository/ holds none, then runs the stack in the foreground.

@@ -19,9 +19,11 @@ def get_user(db: Session, user_id: int) -> User | None:
     return db.get(User, user_id)
 
 
-def get_user_by_username(db: Session, username: str) -> User | None:
-    """Case-insensitive (NFKC + casefold), the way logins look accounts up."""
-    return db.exec(select(User).where(User.username_key == identities.login_key(username))).first()
+def get_user_by_login(db: Session, login: str) -> User | None:
+    """The account whose username or email is ``login``, case-insensitively (NFKC + casefold): how logins look it up."""
+    key = identities.login_key(login)
+    column = User.email_key if identities.is_email(login) else User.username_key
+    return db.exec(select(User).where(column == key)).first()
 
 
 def create_user(db: Session, data: UserCreate, password_hash: str | None = None) -> User:
@@ -97,8 +99,9 @@ def _active_admins(db: Session) -> int:
     return int(db.exec(select(func.count()).select_from(User).where(User.role == "admin", col(User.is_active).is_(True))).one())
 
 
-def list_users(db: Session, limit: int, offset: int) -> list[User]:
-    return list(db.exec(select(User).order_by(col(User.id)).offset(offset).limit(limit)))
+def list_users(db: Session, limit: int, offset: int, role: str | None = None) -> list[User]:
+    stmt = select(User) if role is None else select(User).where(User.role == role)
+    return list(db.exec(stmt.order_by(col(User.id)).offset(offset).limit(limit)))
 
 
 # --- API keys ---------------------------------------------------------------------------------

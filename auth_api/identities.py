@@ -12,7 +12,7 @@ import unicodedata
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 USERNAME_RULE = "3-32 characters from a-z, 0-9, '.', '_', '-' (case-insensitive), starting with a letter or digit"
-MAX_LOGIN_KEY = 64
+MAX_LOGIN_KEY = 254  # the longest email
 
 
 def normalize(text: str) -> str:
@@ -35,6 +35,11 @@ def clean_username(name: str) -> str:
 def login_key(name: str) -> str:
     """The key a login attempt is looked up (and throttled) under; bounded so junk input cannot grow the key."""
     return lookup_key(name)[:MAX_LOGIN_KEY]
+
+
+def is_email(login: str) -> bool:
+    """Usernames cannot contain '@', so a login name with one is an email."""
+    return "@" in login
 
 
 def clean_email(email: str) -> str:

@@ -23,7 +23,8 @@ from auth_api.core.limits import BodySizeLimit, TokenBuckets
 from auth_api.core.metrics import GatewayMetrics, MetricsMiddleware
 from auth_api.core.security import TokenCodec, load_jwt_key
 from auth_api.core.throttle import LoginThrottle
-from auth_api.history_writer import HistoryWriter
+from auth_api.ingester import EmbeddedIngester, Ingester, IngestMetrics
+from auth_api.journal import JournalWriter
 from auth_api.proxy import bento
 from auth_api.proxy.cache import open_cache
 from auth_api.proxy.fastpath import InferFastPath
@@ -48,13 +49,19 @@ def _build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
     except Exception:  # a broken repository must not stop the gateway; the registry routes report it
         logger.exception("could not mirror the model repository into model_versions")
     codec = TokenCodec(load_jwt_key(settings), settings.gateway_access_token_ttl_s, settings.gateway_refresh_token_ttl_s)
-    writer = HistoryWriter(engine, metrics, maxsize=settings.gateway_history_queue_size,
-                           batch_size=settings.gateway_history_batch_size,
-                           flush_interval_s=settings.gateway_history_flush_interval_s)
+    catalog = Catalog(settings.repository)
+    journal_dir = settings.var_dir / "journal"
+    journal = JournalWriter(journal_dir, segment_bytes=settings.gateway_journal_segment_bytes,
+                            fsync_interval_s=settings.gateway_journal_fsync_interval_s, registry=metrics.registry)
+    ingester = None
+    if settings.gateway_ingester == "embedded":
+        ingester = EmbeddedIngester(Ingester(engine, journal_dir, catalog.labels, batch_size=settings.gateway_history_batch_size,
+                                             poll_s=settings.gateway_history_flush_interval_s,
+                                             metrics=IngestMetrics(metrics.registry, metrics.history_written)))
     return Gateway(settings=settings, metrics=metrics, engine=engine, codec=codec,
                    auth=Authenticator(engine, codec, metrics, account_ttl_s=settings.gateway_account_cache_ttl_s),
                    buckets=TokenBuckets(settings.gateway_rate_limit_rps, settings.gateway_rate_limit_burst),
-                   catalog=Catalog(settings.repository), upstream=Upstream(settings), writer=writer,
+                   catalog=catalog, upstream=Upstream(settings), journal=journal, ingester=ingester,
                    hashing=HashPool(settings.gateway_password_hash_workers), throttle=LoginThrottle.from_settings(settings))
 
 
@@ -81,7 +88,8 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = await run_in_threadpool(_build_gateway, settings, metrics)
         metrics.bind_models(gw.catalog)  # model labels: repository models only
-        gw.writer.start()
+        if gw.ingester is not None:
+            gw.ingester.start()
         await gw.upstream.start()
         await bento.open_client(settings, gw.extras)
         pcache = open_cache(settings, metrics.registry, metrics.model_label, gw.extras)
@@ -96,7 +104,10 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
                 await server.stop(grace=5)
             if channel is not None:
                 await channel.close()
-            await gw.writer.stop()
+            gw.journal.close()
+            if gw.ingester is not None:  # after the journal closes: it ingests all of it, then deletes the segment
+                await run_in_threadpool(gw.ingester.stop)
+                logger.info("history writer drained and stopped")
             await gw.upstream.aclose()
             await bento.close_client(gw.extras)
             await pcache.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -23,13 +23,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class RequestBody(SQLModel):
+    """A body the gateway's own API accepts: an unknown field is a 422 naming it, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
 # --- users ------------------------------------------------------------------------------------
 class UserBase(SQLModel):
     username: str = Field(index=True, unique=True, min_length=3, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9_.-]+$"})
     email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE})
 
 
-class _NormalisedIdentity(SQLModel):
+class _NormalisedIdentity(RequestBody):
     """Usernames and emails arrive NFKC-normalised (identities.py); constraints then apply to the normalised text."""
 
     @field_validator("username", mode="before", check_fields=False)
@@ -62,7 +68,7 @@ class UserUpdate(_NormalisedIdentity):
     is_active: bool | None = None
 
 
-class PasswordChange(SQLModel):
+class PasswordChange(RequestBody):
     old_password: str = Field(max_length=256)
     new_password: str = Field(min_length=8, max_length=256)
 
@@ -89,7 +95,7 @@ class UserPublic(UserBase):
 
 
 # --- API keys ---------------------------------------------------------------------------------
-class ApiKeyCreate(SQLModel):
+class ApiKeyCreate(RequestBody):
     name: str = Field(default="default", min_length=1, max_length=64, schema_extra={"examples": ["batch-scorer"]})
     scopes: list[str] = Field(default_factory=lambda: ["predict"], schema_extra={"examples": [["predict", "history"]]})
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
@@ -150,12 +156,13 @@ class TokenPair(SQLModel):
     expires_in: int
 
 
-class LoginRequest(SQLModel):
-    username: str = Field(max_length=64, schema_extra={"examples": ["alice"]})
+class LoginRequest(RequestBody):
+    username: str = Field(max_length=254, description="The username or the account's email (either letter case).",
+                          schema_extra={"examples": ["alice"]})
     password: str = Field(max_length=256, schema_extra={"examples": ["correct horse battery"]})
 
 
-class RefreshRequest(SQLModel):
+class RefreshRequest(RequestBody):
     refresh_token: str = Field(max_length=4096)
 
 
@@ -163,6 +170,8 @@ class RefreshRequest(SQLModel):
 class Prediction(SQLModel, table=True):
     __tablename__ = "predictions"
     id: int | None = Field(default=None, primary_key=True)
+    # The UUIDv7 the client got back; the ingester inserts on it idempotently (migration 0005; null on older rows).
+    prediction_id: str | None = Field(default=None, max_length=36, unique=True, index=True)
     user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     api_key_id: int | None = Field(default=None, foreign_key="api_keys.id")
     model: str = Field(index=True, max_length=64)
@@ -184,6 +193,7 @@ class Prediction(SQLModel, table=True):
 
 class PredictionPublic(SQLModel):
     id: int
+    prediction_id: str | None = None
     user_id: int | None
     api_key_id: int | None
     model: str
@@ -211,7 +221,7 @@ class HistoryPage(SQLModel):
 
 
 # --- feedback ---------------------------------------------------------------------------------
-class FeedbackCreate(SQLModel):
+class FeedbackCreate(RequestBody):
     correct: bool = Field(schema_extra={"examples": [False]})
     true_label: str | None = Field(default=None, max_length=128, schema_extra={"examples": ["versicolor"]})
     comment: str | None = Field(default=None, max_length=2000, schema_extra={"examples": ["petals were measured twice"]})

@@ -39,8 +39,11 @@ def get_prediction(db: Session, p: Principal, prediction_id: int) -> Prediction 
     return db.exec(scoped(select(Prediction), p).where(Prediction.id == prediction_id)).first()
 
 
-def stats(db: Session, p: Principal) -> dict[str, Any]:
-    base = scoped(select(Prediction), p).where(Prediction.status == 200).subquery()
+def stats(db: Session, p: Principal, model: str | None = None) -> dict[str, Any]:
+    mine = scoped(select(Prediction), p)
+    if model is not None:
+        mine = mine.where(Prediction.model == model)
+    base = mine.where(Prediction.status == 200).subquery()
     total = db.exec(select(func.count()).select_from(base)).one()
     by_model = db.exec(select(base.c.model, func.count()).group_by(base.c.model).order_by(base.c.model)).all()
     by_version = db.exec(select(base.c.model, base.c.version, func.count()).group_by(base.c.model, base.c.version)
@@ -48,7 +51,7 @@ def stats(db: Session, p: Principal) -> dict[str, Any]:
     by_label = db.exec(select(base.c.model, base.c.output_label, func.count()).where(base.c.output_label.is_not(None))
                        .group_by(base.c.model, base.c.output_label).order_by(base.c.model, base.c.output_label)).all()
     mean_conf = db.exec(select(func.avg(base.c.output_confidence))).one()
-    failed = scoped(select(Prediction), p).where(Prediction.status != 200).subquery()
+    failed = mine.where(Prediction.status != 200).subquery()
     errors = db.exec(select(func.count()).select_from(failed)).one()
     err_model = dict(db.exec(select(failed.c.model, func.count()).group_by(failed.c.model)).all())
     by_error = db.exec(select(failed.c.model, failed.c.status, failed.c.error_code, func.count())
@@ -57,6 +60,8 @@ def stats(db: Session, p: Principal) -> dict[str, Any]:
     fb = select(Feedback.correct).join(Prediction, col(Prediction.id) == col(Feedback.prediction_id))
     if p.role != "admin":
         fb = fb.where(Prediction.user_id == p.user_id)
+    if model is not None:
+        fb = fb.where(Prediction.model == model)
     verdicts = list(db.exec(fb))
     n_fb, n_ok = len(verdicts), sum(1 for v in verdicts if v)
     ok = dict(by_model)

@@ -1,4 +1,4 @@
-"""Everything the app holds for its lifetime (engine, clients, writer, caches), built once in the lifespan."""
+"""Everything the app holds for its lifetime (engine, clients, journal, caches), built once in the lifespan."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from auth_api.core.limits import TokenBuckets
 from auth_api.core.metrics import GatewayMetrics
 from auth_api.core.security import TokenCodec
 from auth_api.core.throttle import LoginThrottle
-from auth_api.history_writer import HistoryWriter
+from auth_api.ingester import EmbeddedIngester
+from auth_api.journal import JournalWriter
 from auth_api.proxy.upstream import Upstream
 from mlstack.settings import Settings
 
@@ -35,10 +36,11 @@ class Gateway:
     buckets: TokenBuckets
     catalog: Catalog
     upstream: Upstream
-    writer: HistoryWriter
+    journal: JournalWriter
     hashing: HashPool
     throttle: LoginThrottle
     grpc_port: int | None = None
+    ingester: EmbeddedIngester | None = None  # None: the external ingester process turns the journal into rows
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def run_db(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -139,14 +139,19 @@ def run(opts: BenchOptions, settings: Settings, progress: Callable[[str], None] 
 
 def _check_history(report: BenchReport, settings: Settings) -> None:
     """History rows written by the gateway vs the successful requests Locust counted through it (after the drain)."""
-    db = Path(settings.var_dir) / "gateway.db"
     ok = sum(r.requests - r.failures for name, r in report.legs.items() if name.startswith("gateway"))
+    report.history = check_history_rows(settings, ok, report.notes)
+
+
+def check_history_rows(settings: Settings, ok: int, notes: list[str]) -> dict[str, int] | None:
+    """{"rows", "successful_requests"} of the bench gateway's SQLite history; a note when rows were lost."""
+    db = Path(settings.var_dir) / "gateway.db"
     try:
         with contextlib.closing(sqlite3.connect(db)) as conn:
             rows = int(conn.execute("SELECT COUNT(*) FROM predictions WHERE status = 200").fetchone()[0])
     except sqlite3.Error as exc:
-        report.notes.append(f"could not count history rows in {db}: {exc}")
-        return
-    report.history = {"rows": rows, "successful_requests": ok}
+        notes.append(f"could not count history rows in {db}: {exc}")
+        return None
     if rows < ok:
-        report.notes.append(f"history lost records: {rows} rows for {ok} successful gateway requests")
+        notes.append(f"history lost records: {rows} rows for {ok} successful gateway requests")
+    return {"rows": rows, "successful_requests": ok}

@@ -70,18 +70,20 @@ def bench_settings(base: Settings, repository: Path, var_dir: Path) -> Settings:
 
 
 @contextlib.contextmanager
-def triton(settings: Settings, pin: bool) -> Iterator[str]:
-    """A tritonserver over ``settings.repository``; yields its HTTP URL."""
+def triton(settings: Settings, pin: bool, pids: list[int] | None = None) -> Iterator[str]:
+    """A tritonserver over ``settings.repository``; yields its HTTP URL (its pid is appended to ``pids``)."""
     from services.triton.launcher import TritonServer
 
     with TritonServer(settings) as server:
         if pin and server.process is not None:
             pin_process_group(server.process.pid, server_cpus())
+        if pids is not None and server.process is not None:
+            pids.append(server.process.pid)
         yield server.http_url
 
 
 @contextlib.contextmanager
-def baseline(model_dir: Path, log: Path, pin: bool) -> Iterator[str]:
+def baseline(model_dir: Path, log: Path, pin: bool, pids: list[int] | None = None) -> Iterator[str]:
     """``python -m loadtests.baseline`` (one uvicorn process); yields its URL."""
     port = free_port()
     argv = [*(pin_prefix(server_cpus()) if pin else []), sys.executable, "-m", "loadtests.baseline",
@@ -90,6 +92,8 @@ def baseline(model_dir: Path, log: Path, pin: bool) -> Iterator[str]:
                                                                     os.environ.get("PYTHONPATH")) if p)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if pids is not None:
+        pids.append(proc.pid)  # taskset execs the server: same pid
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/v2/health/ready", proc, log)
@@ -99,14 +103,17 @@ def baseline(model_dir: Path, log: Path, pin: bool) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gateway(settings: Settings, log: Path, pin: bool) -> Iterator[tuple[str, str, str]]:
+def gateway(settings: Settings, log: Path, pin: bool, pids: list[int] | None = None,
+            extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, str, str]]:
     """``python -m auth_api`` with a fresh SQLite DB and a bench user; yields (url, username, password)."""
     admin_pw, user_pw = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    env = {**os.environ, **{k: v for k, v in _env(settings).items()}, "MLSTACK_ADMIN_PASSWORD": admin_pw}
+    env = {**os.environ, **_env(settings), **(extra_env or {}), "MLSTACK_ADMIN_PASSWORD": admin_pw}
     env.pop("MLSTACK_DATABASE_URL", None)
     argv = [*(pin_prefix(server_cpus()) if pin else []), sys.executable, "-m", "auth_api"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         url = f"http://{settings.gateway_host}:{settings.gateway_http_port}"
         wait_http(f"{url}/health/ready", proc, log)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -42,9 +44,36 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def log_tail(path: Path, lines: int = 8, max_chars: int = 1500) -> str:
+# A log bigger than this is moved to ``<name>.log.1`` (replacing an older one) when its server starts again.
+MAX_LOG_BYTES = 64 * 1024 * 1024
+
+
+def start_log(path: Path, argv: Sequence[str]) -> int:
+    """Append a start marker (time and command) to the log ``path`` and return the offset where this run's output begins.
+
+    Logs are appended to, never truncated: the log an earlier failure pointed to is still there after a restart.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > MAX_LOG_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    with open(path, "ab") as log:
+        log.write(f"\n===== {stamp} mlstack started: {shlex.join(argv)}\n".encode(errors="replace"))
+        return log.tell()
+
+
+def read_log(path: Path, offset: int = 0) -> str:
+    """The log's text from ``offset`` (the start of the current run, see ``start_log``); OSError when unreadable."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def log_tail(path: Path, lines: int = 8, max_chars: int = 1500, offset: int = 0) -> str:
+    """The last non-empty ``lines`` written since ``offset``."""
     try:
-        text = path.read_text(errors="replace")
+        text = read_log(path, offset)
     except OSError:
         return "(no log)"
     tail = "\n".join(line for line in text.splitlines() if line.strip())
@@ -59,12 +88,13 @@ class ManagedProcess:
         self.name, self.argv, self.ready_url, self.log_path, self.url = name, list(argv), ready_url, log_path, url
         self.env, self.cwd, self.stop_timeout_s = env, cwd, stop_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0  # where this run's output starts in log_path
 
     def start(self, timeout: float | None = None) -> None:
         timeout = 60.0 if timeout is None else timeout
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logger.info("starting %s: %s", self.name, " ".join(self.argv))
-        with open(self.log_path, "wb") as log:
+        self.log_offset = start_log(self.log_path, self.argv)
+        with open(self.log_path, "ab") as log:
             try:
                 self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -76,14 +106,14 @@ class ManagedProcess:
                 code = self.process.poll()
                 if code is not None:
                     self.process = None
-                    raise StartError(f"{self.name} exited with code {code}: {log_tail(self.log_path)}",
+                    raise StartError(f"{self.name} exited with code {code}: {log_tail(self.log_path, offset=self.log_offset)}",
                                      details={"exit_code": code, "log": str(self.log_path)})
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(self.ready_url).status_code == 200:
                         return
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise StartError(f"{self.name} not ready after {timeout:.0f}s: {log_tail(self.log_path)}",
+                    raise StartError(f"{self.name} not ready after {timeout:.0f}s: {log_tail(self.log_path, offset=self.log_offset)}",
                                      details={"log": str(self.log_path)})
                 time.sleep(0.2)
 

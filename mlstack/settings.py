@@ -109,9 +109,19 @@ class Settings(BaseSettings):
     )
     gateway_rate_limit_burst: int = Field(10000, ge=1, description="Token-bucket capacity per user or API key.")
     gateway_cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (JSON list).")
-    gateway_history_queue_size: int = Field(10000, ge=1, description="Bound of the history writer queue (full = backpressure).")
-    gateway_history_batch_size: int = Field(500, ge=1, description="Most history rows inserted per batch.")
-    gateway_history_flush_interval_s: float = Field(0.2, gt=0, description="Longest a history row waits before it is written.")
+    gateway_history_queue_size: int = Field(10000, ge=1, description="Unused since the journal (kept so old .env files load).")
+    gateway_history_batch_size: int = Field(500, ge=1, description="Most history rows the ingester inserts per transaction.")
+    gateway_history_flush_interval_s: float = Field(
+        0.2, gt=0, description="How often an idle history ingester looks for new journal records (s); it is also woken on demand.")
+    gateway_ingester: Literal["embedded", "external"] = Field(
+        "embedded", description="Who turns the history journal into rows: a thread of the gateway (embedded) or the "
+        "`python -m auth_api.ingester` process (external; `mlstack up` sets it and supervises the process).")
+    gateway_journal_segment_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, description="A gateway's history journal segment rotates past this size (bytes).")
+    gateway_journal_fsync_interval_s: float = Field(
+        0.0, ge=0, description="fsync the history journal this often (s); 0 = never (survives a process crash, not a power loss).")
+    gateway_history_read_wait_s: float = Field(
+        3.0, ge=0, description="Longest GET /api/v1/history/{id} waits for a recent prediction still being ingested (s).")
     gateway_upstream_connect_timeout_s: float = Field(1.0, gt=0, description="Connect timeout to Triton (Triton down -> 503 fast).")
     gateway_upstream_timeout_s: float = Field(30.0, gt=0, description="Read timeout for upstream inference calls.")
     gateway_upstream_pool_size: int = Field(256, ge=1, description="Max pooled connections to each upstream.")

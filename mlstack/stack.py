@@ -173,9 +173,10 @@ def up(settings: Settings, names: list[str], report: Callable[[str], None]) -> i
             return 1
         report("stack is up; Ctrl+C or `mlstack down` stops it")
         while not stop_event.wait(0.5):
-            dead = [r.name for r in stack.running if hasattr(r.component, "is_running") and not r.component.is_running()]
+            dead = [r for r in stack.running if hasattr(r.component, "is_running") and not r.component.is_running()]
             if dead:
-                report(f"error: {', '.join(dead)} exited unexpectedly; stopping the stack (see {settings.var_dir / 'logs'})")
+                logs = ", ".join(str(getattr(r.component, "log_path", settings.var_dir / "logs")) for r in dead)
+                report(f"error: {', '.join(r.name for r in dead)} exited unexpectedly; stopping the stack (see {logs})")
                 return 1
         return 0
     finally:
@@ -206,35 +207,78 @@ def down(settings: Settings, timeout: float = 60.0) -> bool:
     return True
 
 
-def _probe(client: httpx.Client, url: str) -> tuple[bool, str]:
+# Each tier answers its health URL in milliseconds; one that accepts the connection but stays silent this long is frozen.
+STATUS_TIMEOUT = httpx.Timeout(1.5, connect=0.5)
+
+
+@dataclass
+class Probe:
+    state: str  # "ready" | "not ready" | "not responding" | "down"
+    detail: str
+    response: httpx.Response | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "ready"
+
+
+def _probe(url: str, method: str = "GET", **kw: Any) -> Probe:
     try:
-        r = client.get(url)
+        r = httpx.request(method, url, timeout=STATUS_TIMEOUT, **kw)
+    except httpx.TimeoutException as exc:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return Probe("down", "connect timed out")
+        return Probe("not responding", f"accepts connections but sent no answer within {STATUS_TIMEOUT.read:g} s")
     except httpx.HTTPError as exc:
-        return False, type(exc).__name__
-    return r.status_code == 200, f"HTTP {r.status_code}"
+        return Probe("down", f"unreachable ({type(exc).__name__})")
+    return Probe("ready" if r.status_code == 200 else "not ready", f"HTTP {r.status_code}", r)
+
+
+def _triton_row(settings: Settings) -> dict[str, Any]:
+    t = settings.triton_http_url
+    pr = _probe(f"{t}/v2/health/ready")
+    models: list[str] = []
+    if pr.healthy:
+        idx = _probe(f"{t}/v2/repository/index", "POST", json={"ready": True})
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            if idx.response is not None and idx.healthy:
+                models = sorted(f"{m['name']}:{m.get('version', '?')}" for m in idx.response.json())
+    return {"component": "triton", "url": t, "healthy": pr.healthy, "state": pr.state, "detail": pr.detail, "models": models,
+            "grpc": settings.triton_grpc_url, "metrics": settings.triton_metrics_url}
+
+
+def _gateway_row(settings: Settings) -> dict[str, Any]:
+    """The gateway's own state, apart from its dependencies': "up, not ready: triton" when it answers but Triton doesn't."""
+    gw = f"http://{settings.gateway_host}:{settings.gateway_http_port}"
+    pr = _probe(f"{gw}/health/ready")
+    state, detail = pr.state, pr.detail
+    body: dict[str, Any] = {}
+    with contextlib.suppress(ValueError, AttributeError):
+        body = pr.response.json() if pr.response is not None else {}
+    if pr.state == "not ready":
+        failing = (body.get("error", {}).get("details", {}) or {}).get("failing") or []
+        state = detail = f"up, not ready: {', '.join(failing) or 'unknown'}"
+    elif pr.healthy and body.get("degraded"):
+        detail = f"ready; optional dependencies down: {', '.join(body['degraded'])}"
+    return {"component": "gateway", "url": gw, "healthy": pr.healthy, "state": state, "detail": detail,
+            "grpc": f"{settings.gateway_host}:{settings.gateway_grpc_port}"}
+
+
+def _simple_row(name: str, url: str, path: str) -> dict[str, Any]:
+    pr = _probe(f"{url}{path}")
+    return {"component": name, "url": url, "healthy": pr.healthy, "state": pr.state, "detail": pr.detail}
 
 
 def status(settings: Settings) -> list[dict[str, Any]]:
-    """Health of every component at its configured URL (whoever started it)."""
-    t = settings.triton_http_url
-    rows: list[dict[str, Any]] = []
-    with httpx.Client(timeout=2.0) as client:
-        ok, detail = _probe(client, f"{t}/v2/health/ready")
-        models: list[str] = []
-        if ok:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                index = client.post(f"{t}/v2/repository/index", json={"ready": True}).json()
-                models = sorted(f"{m['name']}:{m.get('version', '?')}" for m in index)
-        rows.append({"component": "triton", "url": t, "healthy": ok, "detail": detail, "models": models,
-                     "grpc": settings.triton_grpc_url, "metrics": settings.triton_metrics_url})
-        bento = f"http://{settings.bento_host}:{settings.bento_port}"
-        ok, detail = _probe(client, f"{bento}/readyz")
-        rows.append({"component": "bento", "url": bento, "healthy": ok, "detail": detail})
-        gw = f"http://{settings.gateway_host}:{settings.gateway_http_port}"
-        ok, detail = _probe(client, f"{gw}/health/ready")
-        rows.append({"component": "gateway", "url": gw, "healthy": ok, "detail": detail,
-                     "grpc": f"{settings.gateway_host}:{settings.gateway_grpc_port}"})
-        prom = f"http://127.0.0.1:{settings.prometheus_port}"
-        ok, detail = _probe(client, f"{prom}/-/ready")
-        rows.append({"component": "prometheus", "url": prom, "healthy": ok, "detail": detail})
-    return rows
+    """Each component's own state at its configured URL (whoever started it), probed in parallel: a frozen tier costs
+    ``STATUS_TIMEOUT`` once and does not make the others look down."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bento = f"http://{settings.bento_host}:{settings.bento_port}"
+    prom = f"http://127.0.0.1:{settings.prometheus_port}"
+    calls: list[Callable[[], dict[str, Any]]] = [
+        lambda: _triton_row(settings), lambda: _simple_row("bento", bento, "/readyz"),
+        lambda: _gateway_row(settings), lambda: _simple_row("prometheus", prom, "/-/ready"),
+    ]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))

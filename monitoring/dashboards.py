@@ -100,10 +100,14 @@ def serving_overview() -> Dashboard:
         ), unit="percentunit", description="Failed / all requests. Alert above 1% for 5 minutes."),
         Panel("Mean batch size", (_q(_ratio(per_model("nv_inference_count"), per_model("nv_inference_exec_count")), "{{model}}"),),
               description="Δnv_inference_count / Δnv_inference_exec_count: rows per model execution (dynamic batching)."),
-        Panel("Response cache hit ratio", (
+        Panel("Prediction cache hit ratio", (
+            _q(_ratio(per_model("gateway_prediction_cache_hits_total"),
+                      f'{per_model("gateway_prediction_cache_hits_total")} + {per_model("gateway_prediction_cache_misses_total")}'),
+               "gateway {{model}}"),
             _q(_ratio(per_model("nv_cache_num_hits_per_model"),
-                      f'{per_model("nv_cache_num_hits_per_model")} + {per_model("nv_cache_num_misses_per_model")}'), "{{model}}"),),
-              unit="percentunit", description="Requests answered from Triton's response cache."),
+                      f'{per_model("nv_cache_num_hits_per_model")} + {per_model("nv_cache_num_misses_per_model")}'), "triton {{model}}"),),
+              unit="percentunit", description="v2 requests answered from the gateway's prediction cache (models with the cache on), "
+                                              "and from Triton's response cache (off by default: it stores errors as empty successes)."),
         Panel("In flight", (
             _q(f"sum by (model) (nv_inference_pending_request_count{M})", "triton pending {{model}}"),
             _q("sum(gateway_requests_in_flight)", "gateway in flight"),

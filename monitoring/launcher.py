@@ -15,6 +15,7 @@ from types import TracebackType
 import httpx
 
 from mlstack.errors import MlstackError
+from mlstack.process import read_log, start_log
 from mlstack.settings import Settings
 from monitoring.config import Target, write_local_config
 
@@ -54,6 +55,7 @@ class PrometheusServer:
         self.config_path = Path(config_path) if config_path is not None else var / "prometheus" / "prometheus.yml"
         self.data_dir = var / "prometheus" / "data"
         self.log_path = var / "logs" / "prometheus.log"
+        self.log_offset = 0  # where this run's output starts in log_path (the log is appended to)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,10 +82,10 @@ class PrometheusServer:
         write_local_config(self.settings, self.config_path, self.targets)
         self.check_config()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = self.command()
         logger.info("starting prometheus: %s", " ".join(argv))
-        with open(self.log_path, "wb") as log:
+        self.log_offset = start_log(self.log_path, argv)
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         try:
@@ -143,7 +145,7 @@ class PrometheusServer:
 
     def _log_tail(self, lines: int = 5) -> str:
         try:
-            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+            tail = read_log(self.log_path, self.log_offset).strip().splitlines()[-lines:]
         except OSError:
             return "no log"
         return " | ".join(tail) or "empty log"

@@ -18,12 +18,12 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from auth_api.core.limits import body_too_large_message
+from auth_api.journal import new_prediction_id
 from auth_api.proxy.authorize import authorize
 from auth_api.proxy.cache import Answer, Lookup, cache_of, has_outputs
 from auth_api.proxy.empty_answer import diagnose
 from auth_api.proxy.encoding import inflate
-from auth_api.proxy.records import base_record, error_status, failure_record, upstream_code
-from auth_api.proxy.summaries import http_finisher
+from auth_api.proxy.records import HEADER, RAW_HEADER, base_record, error_status, failure_record, journal, upstream_code
 from auth_api.proxy.tensors import TensorRejected, check_http
 from auth_api.proxy.upstream import model_path
 from auth_api.proxy.v2_errors import v2_error_response
@@ -73,8 +73,9 @@ class InferFastPath:
         except Exception as exc:  # every failure becomes the JSON error body
             response = _error_response(exc, scope["path"])
             status = response.status_code
+            if (pid := _record_failure(gw, scope, name, version, status, exc, start)) is not None:
+                response.headers[HEADER] = pid
             await response(scope, receive, send)
-            await _record_failure(gw, scope, name, version, status, exc, start)
         finally:
             metrics.in_flight.dec()
             state = scope.get("state") or {}
@@ -84,7 +85,7 @@ class InferFastPath:
 
 async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope, receive: Receive,
                       start: float) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Authorize, check the tensors, forward the (plain) body, enqueue the history record; (status, headers, body)."""
+    """Authorize, check the tensors, forward the (plain) body, journal the history record; (status, headers, body)."""
     hdr: dict[bytes, bytes] = {k: v for k, v in scope["headers"] if k in _WANTED}
     limit = gw.settings.gateway_max_body_bytes
     clen = hdr.get(b"content-length")
@@ -98,6 +99,7 @@ async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope,
     state = scope.setdefault("state", {})  # metrics label the model once the caller and the name are known good
     state["model"], state["version"] = name, version or ""
     state["principal"] = p  # from here on a failure is the caller's failed prediction, recorded in history
+    state["prediction_id"] = pid = new_prediction_id()
     spec = gw.catalog.spec(name, version)
     body = await _read_body(receive, limit)
     enc = hdr.pop(b"content-encoding", None)
@@ -110,7 +112,7 @@ async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope,
     cache = cache_of(gw.extras)
     lk = cache.lookup(name, version, body, _int(hlen), hdr.get(b"content-type")) if cache is not None else None
     if lk is not None and cache is not None and (hit := await cache.get(lk)) is not None:
-        return await _cached_answer(gw, p, lk, hit, body, _int(hlen), start, client[0] if client else None)
+        return _cached_answer(gw, p, pid, lk, hit, body, _int(hlen), start, client[0] if client else None)
     up = await gw.upstream.post_raw(path, body, hdr)
     metrics = gw.metrics
     metrics.observe_upstream("http", name, up.elapsed_s)
@@ -123,25 +125,24 @@ async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope,
         rec = base_record(p, model=name, version=version, protocol="http", status=200,
                           total_s=time.perf_counter() - start, upstream_s=up.elapsed_s,
                           client_ip=client[0] if client else None)
-        await gw.writer.put(rec, http_finisher(body, _int(hlen), up.content, _int(up.header_length), gw.catalog.labels, None))
+        journal(gw.journal, pid, rec, ("http", body, _int(hlen), up.content, _int(up.header_length), None))
     else:
         if status == 500 and up.content.startswith(_PARSE_ERRORS):
             status = 400
-        await gw.writer.put(failure_record(p, model=name, version=version, protocol="http", status=status,
-                                           code=upstream_code(status), total_s=time.perf_counter() - start,
-                                           upstream_s=up.elapsed_s, client_ip=client[0] if client else None))
-    return status, up.headers, up.content
+        journal(gw.journal, pid, failure_record(p, model=name, version=version, protocol="http", status=status,
+                                                code=upstream_code(status), total_s=time.perf_counter() - start,
+                                                upstream_s=up.elapsed_s, client_ip=client[0] if client else None))
+    return status, [*up.headers, (RAW_HEADER, pid.encode())], up.content
 
 
-async def _cached_answer(gw: Gateway, p: Any, lk: Lookup, hit: Answer, body: bytes, hlen: int | None, start: float,
-                         client_ip: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _cached_answer(gw: Gateway, p: Any, pid: str, lk: Lookup, hit: Answer, body: bytes, hlen: int | None, start: float,
+                   client_ip: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """A prediction cache hit: the stored answer with this request's id, recorded in history like any prediction."""
     headers, content = hit.response(lk.request_id)
     rec = base_record(p, model=lk.model, version=hit.version, protocol="http", status=200,
                       total_s=time.perf_counter() - start, upstream_s=0.0, client_ip=client_ip)
-    await gw.writer.put(rec, http_finisher(body, hlen, content, _int(dict(headers).get(b"inference-header-content-length")),
-                                           gw.catalog.labels, None))
-    return 200, headers, content
+    journal(gw.journal, pid, rec, ("http", body, hlen, content, _int(dict(headers).get(b"inference-header-content-length")), None))
+    return 200, [*headers, (RAW_HEADER, pid.encode())], content
 
 
 class _TooLarge(MlstackError):
@@ -181,16 +182,21 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _record_failure(gw: Gateway, scope: Scope, name: str, version: str | None, status: int, exc: Exception,
-                          start: float) -> None:
-    """History row for a call refused after the caller was known (bad tensors, unknown version, Triton down...)."""
-    p = (scope.get("state") or {}).get("principal")
-    if p is None:  # failed authentication (or before it): not a prediction of anyone's
-        return
+def _record_failure(gw: Gateway, scope: Scope, name: str, version: str | None, status: int, exc: Exception,
+                    start: float) -> str | None:
+    """History row for a call refused after the caller was known (bad tensors, unknown version, Triton down...); its id."""
+    state = scope.get("state") or {}
+    p, pid = state.get("principal"), state.get("prediction_id")
+    if p is None or pid is None:  # failed authentication (or before it): not a prediction of anyone's
+        return None
     client = scope.get("client")
-    await gw.writer.put(failure_record(p, model=name, version=version, protocol="http", status=status,
-                                       code=error_status(exc)[1], total_s=time.perf_counter() - start, upstream_s=0.0,
-                                       client_ip=client[0] if client else None))
+    try:
+        journal(gw.journal, pid, failure_record(p, model=name, version=version, protocol="http", status=status,
+                                                code=error_status(exc)[1], total_s=time.perf_counter() - start,
+                                                upstream_s=0.0, client_ip=client[0] if client else None))
+    except MlstackError:  # the journal itself failed (already logged): the error answer goes out without an id
+        return None
+    return pid
 
 
 def _error_response(exc: Exception, path: str) -> Any:

@@ -3,7 +3,8 @@
 Generic handlers never re-encode the payload, so any tritonclient.grpc call works unchanged. ModelInfer and every
 message of ModelStreamInfer are parsed once and checked against the model's config (``tensors``) before they are
 forwarded (INVALID_ARGUMENT otherwise). Every ModelInfer call and every streamed answer (``grpc_stream``) is a
-prediction: a history row (summarised later by the writer; failures with status and code) and metrics.
+prediction: a history row (journaled, summarised by the ingester; failures with status and code) and metrics, and an id:
+trailing metadata ``x-prediction-id`` on ModelInfer, the ``prediction_id`` parameter of each streamed answer.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from grpc import aio
 
 from auth_api.authn import ANONYMOUS, Principal
 from auth_api.core.errors import RateLimited, Unauthorized
+from auth_api.journal import new_prediction_id
 from auth_api.proxy import grpc_tensors
 from auth_api.proxy.grpc_peek import infer_model_name
 from auth_api.proxy.grpc_stream import StreamRelay, grpc_failure, refusal_status
-from auth_api.proxy.records import base_record, failure_record
-from auth_api.proxy.summaries import grpc_finisher
+from auth_api.proxy.records import RAW_HEADER, base_record, failure_record, journal
 from auth_api.proxy.tensors import check
 from auth_api.state import Gateway
 from mlstack.errors import MlstackError
@@ -38,6 +39,7 @@ ENGINEER_ONLY = {SERVICE + "ModelStatistics"}  # the same rule as GET /v2/models
 DROP_METADATA = {"authorization", "x-api-key"}
 # 1 GiB: Triton's own limit; the HTTP body limit does not apply to streamed tensors here.
 MAX_MESSAGE = 1 << 30
+_MD_KEY = RAW_HEADER.decode()
 
 
 class _Proxy(grpc.GenericRpcHandler):
@@ -122,23 +124,31 @@ class _Proxy(grpc.GenericRpcHandler):
         return handle
 
     async def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
-                     up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> None:
+                     up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> str:
         """History row and latency of one answered inference (``resp``: a ModelInferResponse, or a
-        ModelStreamInferResponse when ``streamed``)."""
+        ModelStreamInferResponse when ``streamed``); its prediction id (in the trailing metadata of a unary call)."""
         now = time.perf_counter()
         self.gw.metrics.observe_grpc_infer(infer_model_name(request), now - start, now - up_start)
         if p.user_id is not None:  # Usage dashboard, as authorize() counts REST callers
             self.gw.metrics.count_principal(p.kind, p.user_id)
         rec = base_record(p, model="", version=None, protocol=protocol, status=200, total_s=now - start,
                           upstream_s=now - up_start, client_ip=_peer_ip(context))
-        await self.gw.writer.put(rec, grpc_finisher(request, resp, self.gw.catalog.labels, streamed=streamed))
+        pid = new_prediction_id()
+        journal(self.gw.journal, pid, rec, ("grpc", request, resp, streamed))
+        if not streamed:
+            context.set_trailing_metadata(((_MD_KEY, pid),))
+        return pid
 
     async def record_failure(self, p: Principal, context: aio.ServicerContext, request: bytes, status: int, code: str,
-                             start: float, upstream_s: float) -> None:
+                             start: float, upstream_s: float, *, streamed: bool = False) -> str:
         """History row of a refused or failed inference: status and error code, no outputs (no parse on this path)."""
         rec = failure_record(p, model=infer_model_name(request), version=None, protocol="grpc", status=status, code=code,
                              total_s=time.perf_counter() - start, upstream_s=upstream_s, client_ip=_peer_ip(context))
-        await self.gw.writer.put(rec)
+        pid = new_prediction_id()
+        journal(self.gw.journal, pid, rec)
+        if not streamed:
+            context.set_trailing_metadata(((_MD_KEY, pid),))
+        return pid
 
     def _stream(self, method: str) -> Callable[[AsyncIterator[bytes], aio.ServicerContext], AsyncIterator[bytes]]:
         async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext) -> AsyncIterator[bytes]:

@@ -24,6 +24,8 @@ from mlstack.errors import MlstackError, ModelNotFound
 logger = logging.getLogger(__name__)
 METHOD = "ModelStreamInfer"
 WARMUP_ERROR = "response output count mismatch"
+PREDICTION_ID = "x-prediction-id"
+PREDICTION_ID_PARAM = "prediction_id"
 # gRPC status → the HTTP status a history row carries (the same words as the REST routes).
 _HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
          grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.UNIMPLEMENTED: 501,
@@ -37,10 +39,10 @@ class _Proxy(Protocol):
     def _check(self, request: bytes) -> str: ...
 
     async def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
-                     up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> None: ...
+                     up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> str: ...
 
     async def record_failure(self, p: Principal, context: aio.ServicerContext, request: bytes, status: int, code: str,
-                             start: float, upstream_s: float) -> None: ...
+                             start: float, upstream_s: float, *, streamed: bool = False) -> str: ...
 
 
 def refusal_status(exc: MlstackError) -> grpc.StatusCode:
@@ -70,7 +72,9 @@ class StreamRelay:
                 # Stop forwarding: Triton answers what it already has, then the stream ends with the error.
                 self.refused.append(exc)
                 self.proxy.gw.metrics.grpc_requests.labels(METHOD, refusal_status(exc).name).inc()
-                await self.proxy.record_failure(self.p, self.context, request, int(exc.status), str(exc.code), start, 0.0)
+                pid = await self.proxy.record_failure(self.p, self.context, request, int(exc.status), str(exc.code), start,
+                                                      0.0)
+                self.context.set_trailing_metadata(((PREDICTION_ID, pid),))  # the stream ends with this refusal
                 return
             self.pending.append((rid, request, start))
             yield request
@@ -109,12 +113,14 @@ class StreamRelay:
         metrics = self.proxy.gw.metrics
         if msg.error_message:
             metrics.grpc_requests.labels(METHOD, "INTERNAL").inc()
-            await self.proxy.record_failure(self.p, self.context, request, 500, "inference_failed", start,
-                                            time.perf_counter() - start)
+            pid = await self.proxy.record_failure(self.p, self.context, request, 500, "inference_failed", start,
+                                                  time.perf_counter() - start, streamed=True)
         else:
             metrics.grpc_requests.labels(METHOD, "OK").inc()
-            await self.proxy.record(self.p, self.context, request, resp, start, start, streamed=True)
-        return resp
+            pid = await self.proxy.record(self.p, self.context, request, resp, start, start, streamed=True)
+        # Trailing metadata comes once per call, so each answer carries its own id in its parameters.
+        msg.infer_response.parameters[PREDICTION_ID_PARAM].string_param = pid
+        return msg.SerializeToString()
 
     async def _retry(self, request: bytes) -> tuple[bytes, Any] | None:
         """The answer to ``request`` on a fresh one-request stream, or None if that fails as well."""

@@ -1,6 +1,6 @@
 """History summaries of KServe v2 requests/responses (JSON, binary-tensor extension, gRPC protobuf).
 
-These run in the history writer's thread, never on the request path.
+These run in the history ingester (``auth_api.ingester``), never on the request path.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""History summaries of task-service calls (``/api/v1/tasks/{task}``); they run in the history writer's thread.
+"""History summaries of task-service calls (``/api/v1/tasks/{task}``); they run in the history ingester.
 
 Images are summarised as content type (``input_dtype``), byte count (``input_shape`` = ``[bytes]``) and sha256 of the
 uploaded file; records as ``[rows, features]``; outputs as the first result's label + probability or value.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-from auth_api.history_writer import Finisher, Record
+Record = dict[str, Any]
+Finisher = Callable[[Record], Record]
 
 
 def task_finisher(task: str, body: bytes, ctype: str, doc: Any) -> Finisher:

@@ -194,7 +194,7 @@ def check_http(spec: ModelSpec, body: bytes, header_length: int | None, max_elem
     head = body if header_length is None else body[:header_length]
     try:
         doc = _decode(head.decode())  # json.loads(bytes) would sniff the encoding first; v2 bodies are UTF-8
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         raise _reject("invalid_request", f"failed to parse the request JSON: {str(exc)[:200]}") from exc
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
     if not isinstance(inputs, list):

@@ -1,4 +1,4 @@
-"""`mlstack bench SCENARIO`: Locust headless against the stack and, in the same run, the one-process baseline."""
+"""`mlstack bench SCENARIO`: Locust (scenario load) or wrk (throughput legs, CPU per request) against the stack and the baseline."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mlstack.settings import get_settings
 
 if TYPE_CHECKING:
     from loadtests.harness import BenchReport
+    from loadtests.wrk_bench import WrkReport
 
 console = Console(width=None if Console().is_terminal else 130)
 
@@ -26,7 +27,7 @@ def _seconds(text: str) -> float:
 
 
 def bench(
-    scenario: Annotated[str, typer.Argument(help="triton | triton-grpc | gateway (alias gateway_rest) | bento")],
+    scenario: Annotated[str, typer.Argument(help="triton | triton-grpc | gateway (alias gateway_rest) | bento | cache (wrk)")],
     users: Annotated[int, typer.Option("--users", "-u", min=1, help="Concurrent users (closed loop: users = concurrency).")] = 64,
     spawn_rate: Annotated[float, typer.Option("--spawn-rate", "-r", min=0.1, help="Users started per second.")] = 64.0,
     duration: Annotated[str, typer.Option("--duration", "-t", help="Run time per leg (30s, 2m).")] = "30s",
@@ -36,10 +37,25 @@ def bench(
     url: Annotated[str | None, typer.Option("--url", help="A running target to load (Triton URL, gRPC host:port, Bento URL).")] = None,
     max_failure_ratio: Annotated[float, typer.Option("--max-failure-ratio", min=0.0, max=1.0, help="Exit 1 above this.")] = 0.01,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder root (default: var/bench).")] = None,
-    pin: Annotated[bool, typer.Option("--pin/--no-pin", help="Pin Locust to the last CPU and the servers to the others (taskset).")] = True,
+    pin: Annotated[bool | None, typer.Option("--pin/--no-pin", help="Pin the load generator to the last CPU and the servers to the "
+                                             "others (taskset). Default: on for Locust, off for wrk.")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="locust (scenario load, the default) | wrk (throughput legs, C load "
+                                        "generator, CPU per request of each server).")] = "locust",
+    connections: Annotated[int, typer.Option("--connections", "-c", min=1, help="wrk: open connections (= concurrency).")] = 64,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="wrk: threads (default: one per CPU wrk runs on).")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="wrk: legs alternate this many times; the report gives medians.")] = 1,
+    cache: Annotated[bool, typer.Option("--cache", help="wrk, gateway: prediction cache hit vs miss (same as `bench cache`).")] = False,
 ) -> None:
-    """Run a Locust scenario headless plus the baseline under the same load; print rps, p50/p95/p99, failures and ratios."""
+    """Run a scenario's legs plus the baseline under the same load; print rps, p50/p99, failures, ratios (wrk: CPU ms/request)."""
     from loadtests import harness
+
+    if engine not in ("locust", "wrk"):
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose locust or wrk", param_hint="--engine")
+    if engine == "wrk" or scenario == "cache" or cache:
+        _bench_wrk(scenario, cache, engine, connections, threads, rounds, _seconds(duration), model, repository, url, out, bool(pin),
+                   max_failure_ratio)
+        return
+    pin = True if pin is None else pin
 
     try:
         scenario_name = harness.canonical(scenario)
@@ -57,6 +73,72 @@ def bench(
     if worst > max_failure_ratio:
         console.print(f"[red]failure ratio {worst:.2%} above --max-failure-ratio {max_failure_ratio:.2%}[/red]")
         raise typer.Exit(1)
+
+
+def _bench_wrk(scenario: str, cache: bool, engine: str, connections: int, threads: int | None, rounds: int, duration_s: float,
+               model: str, repository: Path | None, url: str | None, out: Path | None, pin: bool, max_failure_ratio: float) -> None:
+    from loadtests import wrk, wrk_bench
+
+    name = {"triton_rest": "triton", "triton-rest": "triton", "gateway_rest": "gateway", "gateway-rest": "gateway"}.get(scenario, scenario)
+    if cache or name == "cache":
+        if name not in ("gateway", "cache"):
+            raise typer.BadParameter("the cache bench is `mlstack bench cache` or `mlstack bench gateway --engine wrk --cache`")
+        name = "cache"
+    if name not in wrk_bench.LEGS:
+        raise typer.BadParameter(f"the wrk engine runs triton, gateway and cache, not {scenario!r}", param_hint="SCENARIO")
+    if url is not None:
+        raise typer.BadParameter("the wrk engine starts its own servers (it measures their CPU); drop --url", param_hint="--url")
+    opts = wrk_bench.WrkOptions(scenario=name, connections=connections, duration_s=duration_s, rounds=rounds, threads=threads,
+                                model=model, repository=repository, out_root=out, pin=pin)
+    try:
+        report = wrk_bench.run(opts, get_settings(), progress=lambda m: console.print(f"[dim]· {m}[/dim]"))
+    except wrk.WrkMissing as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    _print_wrk(report)
+    worst = max((leg.error_ratio for leg in report.legs().values()), default=1.0)
+    if worst > max_failure_ratio:
+        console.print(f"[red]error ratio {worst:.2%} above --max-failure-ratio {max_failure_ratio:.2%}[/red]")
+        raise typer.Exit(1)
+
+
+def _print_wrk(report: WrkReport) -> None:
+    legs = report.legs()
+    rounds = max((leg.rounds for leg in legs.values()), default=0)
+    title = (f"mlstack bench {report.scenario} --engine wrk: c={report.connections}, {report.threads} wrk thread(s), "
+             f"{report.duration_s:g}s legs, median of {rounds} round(s), {report.cpu_count} CPUs")
+    table = Table(title=title)
+    trees = ("triton", "gateway", "baseline")
+    for col in ("leg", "requests", "rps", "p50 ms", "p99 ms", "errors", *(f"{t} CPU ms/req" for t in trees), "wrk CPU ms/req",
+                *(("cache hits",) if report.scenario == "cache" else ())):
+        table.add_column(col, justify="right" if col != "leg" else "left")
+    for name, leg in legs.items():
+        cpu = [f"{leg.cpu_ms[t]:.3f}" if t in leg.cpu_ms else "—" for t in trees]
+        extra = (f"{leg.cache_hits:,.0f}" if leg.cache_hits is not None else "—",) if report.scenario == "cache" else ()
+        table.add_row(name, f"{leg.requests:,}", f"{leg.rps:,.0f}", f"{leg.p50_ms:.2f}", f"{leg.p99_ms:.2f}", f"{leg.errors:,}", *cpu,
+                      f"{leg.wrk_cpu_ms:.3f}", *extra)
+    console.print(table)
+    loads = [r.load[0] for r in report.runs]
+    if loads:
+        console.print(f"load average (1 min) at the end of the legs: {min(loads):.2f}–{max(loads):.2f} on {report.cpu_count} CPUs")
+    for a_leg, ref, what in (("gateway", "direct", "gateway vs direct Triton"), ("gateway", "baseline", "gateway vs the baseline"),
+                           ("direct", "baseline", "direct Triton vs the baseline"), ("triton", "baseline", "Triton vs the baseline"),
+                           ("hit", "miss", "cache hit vs miss")):
+        if (r := report.ratio(a_leg, ref)) is not None:
+            line = f"{what}: rps × {r[0]:.2f}, p50 × {r[1]:.2f}, p99 × {r[2]:.2f}"
+            a, b = legs[a_leg].cpu_ms.get("gateway"), legs[ref].cpu_ms.get("gateway")
+            if report.scenario == "cache" and a and b:
+                line += f", gateway CPU/request × {a / b:.2f}"
+            console.print(line)
+    if report.history is not None:
+        console.print(f"history rows (status 200): {report.history['rows']:,} for {report.history['successful_requests']:,} "
+                      "successful gateway requests")
+    for note in report.notes:
+        console.print(f"[yellow]warning:[/yellow] {note}")
+    console.print(f"reports: {report.out_dir}")
 
 
 def _print(report: BenchReport) -> None:

@@ -66,7 +66,7 @@ def publish(
                              background=background.read_bytes() if background else None)
         mc = got.card
         pub = do_publish(s.repository, Candidate(name=name, onnx_bytes=data, card=mc, labels=mc.labels,
-                                                 label_output="probabilities" if mc.labels else None,
+                                                 label_output=got.label_output,
                                                  extra_files=got.extra_files),
                          max_batch_size=s.default_max_batch_size, instance_count=s.default_instance_count,
                          max_queue_delay_us=s.default_max_queue_delay_us, sandbox=SandboxLimits.from_settings(s))

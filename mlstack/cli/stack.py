@@ -47,15 +47,17 @@ def down() -> None:
 
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Health and URL of each component; exit 1 when Triton or the gateway is down."""
+    """Each component's own state (ready / not ready / not responding / down) and URL; exit 1 unless Triton and the
+    gateway are ready."""
     rows = stack.status(get_settings())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        table = Table("component", "healthy", "url", "detail")
+        table = Table("component", "state", "url", "detail")
         for r in rows:
             detail = r["detail"] + (f"; models: {', '.join(r['models'])}" if r.get("models") else "")
-            table.add_row(r["component"], "[green]yes[/green]" if r["healthy"] else "[red]no[/red]", r["url"], detail)
+            table.add_row(r["component"], f"[green]{r['state']}[/green]" if r["healthy"] else f"[red]{r['state']}[/red]", r["url"],
+                          detail)
         console.print(table)
     if not all(r["healthy"] for r in rows if r["component"] in ("triton", "gateway")):
         raise typer.Exit(1)

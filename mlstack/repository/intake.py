@@ -41,6 +41,7 @@ class Intake:
     inherited_from: int | None = None
     inherited: list[str] = field(default_factory=list)
     background: str | None = None
+    label_output: str | None = None  # the output labels.txt names (classifiers with labels)
 
     def summary(self) -> dict[str, Any]:
         """What the caller is told about inheritance and the background sample."""
@@ -195,4 +196,8 @@ def prepare(repo: Path, name: str, onnx_bytes: bytes, card: str | bytes | dict[s
             intake.extra_files[BACKGROUND_FILE] = _npy(arr.astype(np.float32))
             intake.background = f"inherited:v{live[0]}"
     intake.card.background = intake.background
+    if intake.card.labels:
+        _, outs = _io(model)
+        floats = [n for n, t in outs if t in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)]
+        intake.label_output = "probabilities" if "probabilities" in [n for n, _ in outs] else (floats[0] if floats else None)
     return intake

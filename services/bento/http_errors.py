@@ -10,6 +10,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -129,3 +130,66 @@ class ErrorShapeMiddleware:
             await send({"type": "http.response.body", "body": body})
 
         await self.app(scope, receive, wrapped_send)
+
+
+class MultipartFieldGuard:
+    """Refuses multipart fields an API does not take (400 naming the expected ones) before BentoML parses the form.
+
+    BentoML 1.4 JSON-decodes every field that is not a declared file and lets the UnicodeDecodeError of a binary one
+    escape as a 500 (``-F file=@digit.png`` instead of ``-F image=@...``). Only part headers are read; the body is
+    replayed unchanged.
+    """
+
+    def __init__(self, app: Any, fields: dict[str, tuple[str, ...]]) -> None:
+        self.app = app
+        self.fields = fields
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        allowed = self.fields.get(scope.get("path", "")) if scope["type"] == "http" else None
+        ctype = dict(scope.get("headers") or []).get(b"content-type", b"") if allowed else b""
+        if not allowed or not ctype.lower().startswith(b"multipart/form-data"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        names = _part_names(body, ctype)
+        unknown = sorted(set(names) - set(allowed))
+        if unknown or allowed[0] not in names:
+            what = (f"unknown multipart field(s) {', '.join(repr(u) for u in unknown)}" if unknown
+                    else f"the multipart field '{allowed[0]}' is missing")
+            exc = MlstackError(f"{what}; the image goes in the field '{allowed[0]}' (e.g. curl -F {allowed[0]}=@digit.png)",
+                               code="invalid_request",
+                               details={"field": allowed[0], "unknown": unknown, "expected": list(allowed)})
+            await error_response(exc)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+_NAME = re.compile(rb'content-disposition:[^\r\n]*?\bname="([^"]*)"', re.IGNORECASE)
+
+
+def _part_names(body: bytes, ctype: bytes) -> list[str]:
+    m = re.search(rb'boundary="?([^";]+)"?', ctype)
+    if not m:
+        return []
+    names = []
+    for part in body.split(b"--" + m.group(1))[1:]:
+        head = part.split(b"\r\n\r\n", 1)[0]
+        found = _NAME.search(head)
+        if found:
+            names.append(found.group(1).decode("utf-8", "replace")[:64])
+    return names

@@ -20,7 +20,7 @@ from types import TracebackType
 import httpx
 
 from mlstack.errors import MlstackError
-from mlstack.process import port_in_use
+from mlstack.process import port_in_use, read_log, start_log
 from mlstack.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class BentoServer:
         self.repository = Path(repository if repository is not None else settings.repository).resolve()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = log_file(settings)
+        self.log_offset = 0  # where this run's output starts in log_path (the log is appended to)
 
     @property
     def url(self) -> str:
@@ -97,10 +98,10 @@ class BentoServer:
         if port_in_use(s.bento_host, s.bento_port):
             raise BentoStartError(f"port {s.bento_host}:{s.bento_port} is already in use; set MLSTACK_BENTO_PORT or stop "
                                   "what holds it", details={"port": s.bento_port})
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = self.command()
         logger.info("starting BentoML task service: %s", " ".join(argv))
-        with open(self.log_path, "wb") as log:
+        self.log_offset = start_log(self.log_path, argv)
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, env=self.env(), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         pid_file(s).parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ class BentoServer:
 
     def _log_tail(self) -> str:
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
+            lines = read_log(self.log_path, self.log_offset).splitlines()
         except OSError:
             return ""
         return "\n".join(lines[-LOG_TAIL_LINES:])

@@ -23,12 +23,14 @@ from services.bento import battery, explain, images
 from services.bento import records as recmod
 from services.bento.catalog import Catalog, Resolved
 from services.bento.errors import BadRequest, ImageTooLarge, InvalidRecords, RunnerUnavailable, UnsupportedModel
-from services.bento.http_errors import ErrorShapeMiddleware, guard
+from services.bento.http_errors import ErrorShapeMiddleware, MultipartFieldGuard, guard
 from services.bento.worker import ROW_BATCH_SIZE, TensorWorker
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_MODEL = "digits-cnn"
+# Form fields of the multipart APIs, the file field first (anything else is refused with a 400 naming it).
+MULTIPART_FIELDS = {"/classify_image": ("image", "model", "top_k", "version")}
 # explain's ``method`` -> the explainer named in the answer.
 EXPLAIN_METHODS = {"shap": "shap.KernelExplainer", "lime": "lime.LimeTabularExplainer"}
 # Transport failures of a call to the worker that are safe to send again once: the worker's server closing an idle
@@ -124,13 +126,12 @@ class TaskService:
     # ---- APIs -----------------------------------------------------------------------------
     @bentoml.api
     @guard
-    async def classify_image(self, image: Path | None = None, model: str = DEFAULT_IMAGE_MODEL, top_k: int = 3,
+    async def classify_image(self, image: Path, model: str = DEFAULT_IMAGE_MODEL, top_k: int = 3,
                              version: int | None = None) -> dict[str, Any]:
-        """Multipart ``image`` (PNG/JPEG, any size, either polarity) -> the digit, most probable first."""
-        if image is None:
-            # Optional in the signature so a wrong field name reaches us (BentoML answers a missing one with a 500).
-            raise BadRequest("the image goes in the multipart field 'image' (e.g. curl -F image=@digit.png)",
-                             code="missing_field", details={"field": "image"})
+        """Multipart ``image`` (PNG/JPEG, any size, either polarity) -> the digit, most probable first.
+
+        A missing or misnamed file field is refused by ``MultipartFieldGuard`` before BentoML parses the form.
+        """
         size = Path(image).stat().st_size
         limit = self.settings.bento_max_image_bytes
         if size > limit:  # checked before reading: an oversized upload is never loaded into memory
@@ -228,6 +229,7 @@ class TaskService:
 
 
 TaskService.add_asgi_middleware(ErrorShapeMiddleware)  # type: ignore[attr-defined]  # bentoml's decorator hides it from mypy
+TaskService.add_asgi_middleware(MultipartFieldGuard, fields=MULTIPART_FIELDS)  # type: ignore[attr-defined]
 
 
 def records_matrix(recs: list[Any], resolved: Resolved) -> np.ndarray:

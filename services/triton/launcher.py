@@ -18,7 +18,7 @@ from types import TracebackType
 import httpx
 
 from mlstack.errors import MlstackError
-from mlstack.process import port_in_use
+from mlstack.process import port_in_use, start_log
 from mlstack.settings import Settings
 from services.triton.health import failed_models, health
 from services.triton.install import INSTALL_HINT, TritonNotInstalled, backend_dir, find_dist, server_env
@@ -53,6 +53,7 @@ class TritonServer:
         self.repository = Path(repository if repository is not None else settings.repository).resolve()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = log_file(settings)
+        self.log_offset = 0  # where this run's output starts in log_path (the log is appended to)
 
     # ---- URLs -------------------------------------------------------------------------
     @property
@@ -121,9 +122,9 @@ class TritonServer:
             argv, env = self.command(), self.env()
         except TritonNotInstalled as exc:
             raise TritonStartError(exc.message, details=exc.details) from exc
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logger.info("starting tritonserver: %s", " ".join(argv))
-        with open(self.log_path, "wb") as log:
+        self.log_offset = start_log(self.log_path, argv)
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         pid_file(s).parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ class TritonServer:
             while True:
                 code = self.process.poll()
                 if code is not None:
-                    cause = cause_from_log(self.log_path)
+                    cause = cause_from_log(self.log_path, offset=self.log_offset)
                     raise TritonStartError(f"tritonserver exited with code {code}: {cause}",
                                            details={"exit_code": code, "log": str(self.log_path)})
                 with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -153,7 +154,7 @@ class TritonServer:
                                            m["name"], m["version"], m["reason"])
                         return
                 if time.monotonic() > deadline:
-                    cause = cause_from_log(self.log_path)
+                    cause = cause_from_log(self.log_path, offset=self.log_offset)
                     raise TritonStartError(f"tritonserver not ready after {timeout:.0f}s: {cause}",
                                            details={"timeout_s": timeout, "log": str(self.log_path)})
                 time.sleep(0.2)

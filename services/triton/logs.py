@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mlstack.process import read_log
+
 # Triton's glog-style prefix: severity letter, MMDD, time, thread, file:line]
 _GLOG = re.compile(r"^([IWE])\d{4} [\d:.]+\s+\d+ [^\]]+\] ?(.*)$")
 _ERRORISH = re.compile(r"error|failed|exception|already in use|no such file|not found", re.IGNORECASE)
@@ -17,10 +19,11 @@ def _clean(message: str) -> str:
     return message.strip().strip('"').split("\\n")[0].strip()
 
 
-def cause_from_log(path: Path, max_lines: int = 4, max_chars: int = 1200) -> str:
-    """The most telling lines of the log (Triton's error lines first, else error-like lines, else its tail)."""
+def cause_from_log(path: Path, max_lines: int = 4, max_chars: int = 1200, offset: int = 0) -> str:
+    """The most telling lines of the log written since ``offset`` (Triton's error lines first, else error-like lines, else
+    its tail)."""
     try:
-        lines = Path(path).read_text(errors="replace").splitlines()
+        lines = read_log(Path(path), offset).splitlines()
     except OSError:
         return f"no server log at {path}"
     errors: list[str] = []

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from auth_api.core.security import TokenCodec
-from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.db import BACKENDS, fresh_database
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 
 PUBLIC, USER, ENGINEER, ADMIN = "public", "user", "engineer", "admin"
 # (method, path, minimum role, request kwargs). Model "nomodel" does not exist and Triton is down: an admitted

@@ -49,6 +49,7 @@ def models(triton: TritonFixture) -> Iterator[Path]:
 
 
 def _settings(tmp: Path, triton: TritonFixture, **kw: object) -> Settings:
+    tmp.mkdir(parents=True, exist_ok=True)
     return gateway_settings(tmp, f"sqlite:///{tmp / 'gateway.db'}", triton=triton, **kw)
 
 

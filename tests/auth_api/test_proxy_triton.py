@@ -125,7 +125,10 @@ def test_rest_predict_records_instances_and_bad_input(tgw: RunningGateway) -> No
         assert r.status_code == 400
         r = c.post("/v2/models/nope/infer", json={"inputs": []})
         assert r.status_code in (400, 404)
-    assert len(_rows(tgw)) == before  # bad input leaves no history
+    rows = _rows(tgw)
+    # bad input is recorded as a failed prediction: status and error code, never an output
+    failed = [r for r in rows if r.status != 200]
+    assert len(rows) > before and len(failed) == len(rows) - before and all(r.output_label is None for r in failed)
 
 
 def test_history_rows_equal_successes_under_concurrent_load(tgw: RunningGateway) -> None:

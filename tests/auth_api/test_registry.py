@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 
 from auth_api.models import ModelVersion
 from mlstack.repository.layout import versions
-from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.auth_api.test_serving import iris_card, iris_onnx
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.triton import TritonFixture
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from mlstack.repository.layout import read_card
-from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.bento import BentoFixture
 from tests.fixtures.db import BACKENDS, fresh_database
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.triton import free_ports
 from tests.services.bento.helpers import png, render_digit
 from training.digits_common import split
@@ -156,7 +156,7 @@ def test_auth_and_api_key_scopes(tgw: RunningGateway) -> None:
         assert c.post(f"{ROUTE}/predict_records", json=payload).status_code == 200
 
 
-def test_errors_pass_through_and_leave_no_history(tgw: RunningGateway) -> None:
+def test_errors_pass_through_and_are_recorded_as_failures(tgw: RunningGateway) -> None:
     token = _user(tgw, "clumsy")
     _, x_te, _, _ = split()
     whole = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8)))
@@ -177,7 +177,11 @@ def test_errors_pass_through_and_leave_no_history(tgw: RunningGateway) -> None:
         err = _err(r)
         assert r.status_code == 404 and err["code"] == "task_not_found"
         assert err["details"]["tasks"] == ["classify_image", "predict_records", "explain", "simulate_battery"]
-    assert _history(tgw, token) == []
+    # Every call the service refused is a failed prediction (status, code, the model asked for, no output); the 413
+    # refused by the gateway before the task route and the unknown task are no predictions of any model.
+    rows = sorted((r["status"], r["error_code"], r["model"], r["output_label"]) for r in _history(tgw, token))
+    assert rows == [(400, "corrupt_image", "classify_image", None), (404, "model_not_found", "no-such-model", None),
+                    (413, "image_too_large", "classify_image", None), (422, rows[3][1], "iris-rf", None)]
 
 
 def test_task_service_down_is_a_fast_503(tmp_path: Path, bento: BentoFixture) -> None:
@@ -191,7 +195,8 @@ def test_task_service_down_is_a_fast_503(tmp_path: Path, bento: BentoFixture) ->
             elapsed = time.perf_counter() - start
         assert r.status_code == 503 and _err(r)["code"] == "upstream_unavailable"
         assert elapsed < 1.0, f"503 took {elapsed:.2f}s"
-        assert _history(gw, token) == []
+        rows = [(h["status"], h["error_code"], h["model"], h["output_label"]) for h in _history(gw, token)]
+        assert rows == [(503, "upstream_unavailable", "iris-rf", None)]  # a failed prediction, not a success
 
 
 def test_anonymous_callers_pass_only_when_enabled(tmp_path: Path, bento: BentoFixture) -> None:

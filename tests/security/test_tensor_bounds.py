@@ -90,6 +90,12 @@ def test_bytes_tensors_length_prefixes_must_match_the_bytes_sent() -> None:
     assert err.code == "element_count_mismatch" and "sends 3" in err.message
 
 
+def test_json_nested_thousands_deep_is_a_400_not_a_crash() -> None:
+    spec = spec_from_config(loads(BYTES_CONFIG))
+    deep = b'{"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    assert _rejected(spec, deep).code == "invalid_request"
+
+
 def test_wildcard_dims_are_bounded_by_the_element_cap_and_only_where_the_config_has_them() -> None:
     spec = spec_from_config(loads(NOBATCH_CONFIG))
     ok = json.dumps({"inputs": [_inp([2, 2, 3], [0] * 12, "pixels", "UINT8")]}).encode()

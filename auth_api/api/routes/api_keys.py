@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
 from auth_api import crud
 from auth_api.api.params import Id
+from auth_api.api.strict_query import no_unknown_query
 from auth_api.core.errors import Unauthorized
 from auth_api.deps import GatewayDep, LoginPrincipal, SessionDep
 from auth_api.models import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 
-router = APIRouter(prefix="/api-keys", tags=["api keys"])
+router = APIRouter(prefix="/api-keys", tags=["api keys"], dependencies=[Depends(no_unknown_query)])
 
 
 @router.post("", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)

@@ -14,6 +14,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from sqlmodel import Session
 
 from auth_api import crud, identities
+from auth_api.api.strict_query import no_unknown_query
 from auth_api.core.errors import Forbidden, NotFound, Unauthorized
 from auth_api.core.throttle import LoginThrottled
 from auth_api.deps import CurrentPrincipal, GatewayDep, LoginPrincipal, SessionDep
@@ -31,7 +32,7 @@ from auth_api.models import (
 )
 from auth_api.state import Gateway
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(no_unknown_query)])
 
 
 def _issue(gw: Gateway, db: Session, user: User) -> TokenPair:
@@ -51,7 +52,7 @@ async def _verified(request: Request, gw: Gateway, username: str, password: str)
     except LoginThrottled:
         gw.metrics.auth_failures.labels("login_throttled").inc()
         raise
-    user = await gw.run_db(crud.get_user_by_username, username)
+    user = await gw.run_db(crud.get_user_by_login, username)
     ok = await gw.hashing.verify(password, user.password_hash if user is not None else None)
     if not ok or user is None or not user.is_active:
         gw.throttle.failed(key, ip)
@@ -68,13 +69,14 @@ async def _login(request: Request, gw: Gateway, username: str, password: str) ->
 
 @router.post("/token", response_model=TokenPair)
 async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], gw: GatewayDep) -> TokenPair:
-    """OAuth2 password flow (what Swagger's Authorize button uses)."""
+    """OAuth2 password flow (what Swagger's Authorize button uses); ``username`` may be the account's email."""
     return await _login(request, gw, form.username, form.password)
 
 
 @router.post("/login", response_model=TokenPair)
 async def login(request: Request, body: LoginRequest, gw: GatewayDep) -> TokenPair:
-    """Log in with JSON credentials (usernames are case-insensitive); 429 with Retry-After after repeated failures."""
+    """Log in with the username or the email (either letter case) and the password; 429 with Retry-After after repeated
+    failures."""
     return await _login(request, gw, body.username, body.password)
 
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from auth_api import queries
+from auth_api.api.strict_query import no_unknown_query
 from auth_api.deps import SessionDep, UserPrincipal
 from auth_api.models import Prediction, PredictionPublic
 
-router = APIRouter(prefix="/dashboard", tags=["dashboard"])
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[Depends(no_unknown_query)])
 
 
 @router.get("/stats")
-def stats(p: UserPrincipal, db: SessionDep) -> dict[str, Any]:
+def stats(p: UserPrincipal, db: SessionDep,
+          model: Annotated[str | None, Query(max_length=64, description="Only this model's predictions.")] = None) -> dict[str, Any]:
     """Successful predictions (``total``) by model, version and label, failed ones (``errors``) by model, status and code;
-    mean confidence; accuracy = share of feedback marked correct."""
-    return queries.stats(db, p)
+    mean confidence; accuracy = share of feedback marked correct. ``?model=`` narrows all of it to one model."""
+    return queries.stats(db, p, model)
 
 
 @router.get("/recent", response_model=list[PredictionPublic])

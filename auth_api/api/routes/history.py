@@ -1,19 +1,34 @@
-"""The caller's prediction history (admins see everyone's) and feedback on a prediction."""
+"""The caller's prediction history (admins see everyone's) and feedback on a prediction, found by its prediction id.
+
+Rows come from the journal through the ingester, a few milliseconds behind the response; a lookup of a prediction id
+minted moments ago waits for its row (bounded), so a client can name the prediction it just got. The wait depends only
+on the id's age, never on whether another user's row exists (that is a plain 404 after the same wait).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
+from sqlmodel import Session, select
 
 from auth_api import crud, queries
-from auth_api.api.params import Id, Offset
+from auth_api.api.params import MAX_ID, Offset
+from auth_api.authn import Principal
 from auth_api.core.errors import NotFound
-from auth_api.deps import SessionDep, UserPrincipal
+from auth_api.deps import GatewayDep, SessionDep, UserPrincipal
+from auth_api.journal import canonical_id, id_age_s
 from auth_api.models import Feedback, FeedbackCreate, FeedbackPublic, HistoryPage, Prediction, PredictionPublic
+from auth_api.state import Gateway
 
 router = APIRouter(prefix="/history", tags=["history"])
+RECENT_S = 10.0  # ids younger than this may still be on their way from the journal
+POLL_S = 0.02
+PredictionKey = Annotated[str, Path(pattern=r"^([0-9]{1,10}|[0-9a-fA-F-]{32,36})$",
+                                    description="The prediction id (a UUID) a response carried, or a row's integer id.")]
 
 
 @router.get("", response_model=HistoryPage)
@@ -28,18 +43,51 @@ def list_history(p: UserPrincipal, db: SessionDep, model: str | None = None, ver
                        limit=limit, offset=offset)
 
 
-@router.get("/{prediction_id}", response_model=PredictionPublic)
-def get_history(prediction_id: Id, p: UserPrincipal, db: SessionDep) -> Prediction:
-    """One prediction."""
-    row = queries.get_prediction(db, p, prediction_id)
+def _lookup(db: Session, p: Principal, key: int | str) -> Prediction | None:
+    col = Prediction.id if isinstance(key, int) else Prediction.prediction_id
+    return db.exec(queries.scoped(select(Prediction), p).where(col == key)).first()
+
+
+async def find(gw: Gateway, p: Principal, prediction_id: str) -> Prediction:
+    """The caller's prediction by id (an admin's: anyone's); waits for a just-minted one; NotFound otherwise."""
+    key: int | str
+    age: float | None = None
+    if prediction_id.isdigit():
+        key = int(prediction_id)
+        if not 1 <= key <= MAX_ID:
+            raise _not_found(prediction_id)
+    else:
+        try:
+            key = canonical_id(prediction_id)
+        except ValueError:
+            raise _not_found(prediction_id) from None
+        age = id_age_s(key, time.time() * 1000.0)
+    row = await gw.run_db(_lookup, p, key)
+    if row is None and age is not None and -1.0 <= age <= RECENT_S:
+        if gw.ingester is not None:
+            gw.ingester.ingester.wake()
+        deadline = time.monotonic() + gw.settings.gateway_history_read_wait_s
+        while row is None and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+            row = await gw.run_db(_lookup, p, key)
     if row is None:
-        raise NotFound(f"prediction {prediction_id} not found", code="prediction_not_found")
+        raise _not_found(prediction_id)
     return row
 
 
+def _not_found(prediction_id: str) -> NotFound:
+    return NotFound(f"prediction {prediction_id[:40]} not found", code="prediction_not_found")
+
+
+@router.get("/{prediction_id}", response_model=PredictionPublic)
+async def get_history(prediction_id: PredictionKey, p: UserPrincipal, gw: GatewayDep) -> Prediction:
+    """One prediction, by the id its response carried (``X-Prediction-Id``, ``prediction_id``) or its row id."""
+    return await find(gw, p, prediction_id)
+
+
 @router.post("/{prediction_id}/feedback", response_model=FeedbackPublic)
-def give_feedback(prediction_id: Id, body: FeedbackCreate, p: UserPrincipal, db: SessionDep) -> Feedback:
+async def give_feedback(prediction_id: PredictionKey, body: FeedbackCreate, p: UserPrincipal, gw: GatewayDep) -> Feedback:
     """Say whether a prediction was right (a second call replaces the first)."""
-    row = get_history(prediction_id, p, db)
+    row = await find(gw, p, prediction_id)
     assert row.id is not None
-    return crud.upsert_feedback(db, row.id, p.user_id, body)
+    return await gw.run_db(crud.upsert_feedback, row.id, p.user_id, body)

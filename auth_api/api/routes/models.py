@@ -112,7 +112,7 @@ def upload_version(name: NamePath, p: EngineerPrincipal, gw: GatewayDep,
                              created_by=p.username)
         mc = got.card
         cand = Candidate(name=name, onnx_bytes=data, card=mc, labels=mc.labels or None,
-                         label_output="probabilities" if mc.labels else None, extra_files=got.extra_files)
+                         label_output=got.label_output, extra_files=got.extra_files)
         pub = publish(s.repository, cand, max_batch_size=s.default_max_batch_size, instance_count=s.default_instance_count,
                       max_queue_delay_us=s.default_max_queue_delay_us, sandbox=SandboxLimits.from_settings(s))
     except PublishError:

@@ -9,12 +9,14 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from auth_api.core.errors import InvalidInput
 from auth_api.deps import GatewayDep, InferencePrincipal
-from auth_api.proxy.records import base_record, failure_record
+from auth_api.journal import new_prediction_id
+from auth_api.proxy.records import HEADER, base_record, failure_record, journal
 from auth_api.proxy.summaries import NP, summarize_outputs
 from auth_api.proxy.tensors import Sent, check
 from auth_api.state import Gateway
@@ -70,6 +72,7 @@ def _first_boolean(value: Any, path: str) -> str | None:
 
 
 class PredictResponse(BaseModel):
+    prediction_id: str = Field(description="This prediction's id: GET /api/v1/history/{prediction_id}, feedback on it.")
     model: str
     version: str | None
     task: str
@@ -131,13 +134,15 @@ def _rows(card: ModelCard, outputs: dict[str, np.ndarray | None]) -> list[dict[s
 
 
 @router.post("/{name}", response_model=PredictResponse)
-async def predict(name: str, body: PredictRequest, request: Request, p: InferencePrincipal, gw: GatewayDep) -> PredictResponse:
+async def predict(name: str, body: PredictRequest, request: Request, response: Response, p: InferencePrincipal,
+                  gw: GatewayDep) -> PredictResponse | JSONResponse:
     """Predict from JSON rows; the response names labels (from the card of the version that answers), probabilities, values."""
     start = time.perf_counter()
     if not NAME_RE.fullmatch(name):
         raise ModelNotFound(name)
     request.state.model = name
     client_ip = request.client.host if request.client else None
+    pid = new_prediction_id()
     upstream_s = 0.0
     try:
         # A version Triton unloaded since it was last asked answers 404: ask again once, then the 404 stands.
@@ -150,22 +155,24 @@ async def predict(name: str, body: PredictRequest, request: Request, p: Inferenc
             raise ModelNotFound(name, version)
         arr, dtype, outputs, answered = out
     except MlstackError as exc:
-        await gw.writer.put(failure_record(p, model=name, version=str(body.version) if body.version else None, protocol="rest",
-                                           status=int(exc.status), code=str(exc.code), total_s=time.perf_counter() - start,
-                                           upstream_s=upstream_s, client_ip=client_ip))
-        raise
+        journal(gw.journal, pid, failure_record(p, model=name, version=str(body.version) if body.version else None,
+                                                protocol="rest", status=int(exc.status), code=str(exc.code),
+                                                total_s=time.perf_counter() - start, upstream_s=upstream_s, client_ip=client_ip))
+        # The failed prediction has a history row too; its id goes back with the error.
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers={HEADER: pid})
     request.state.version = answered or ""
     rec = base_record(p, model=name, version=answered, protocol="rest", status=200, total_s=time.perf_counter() - start,
                       upstream_s=upstream_s, client_ip=client_ip)
     rec.update(input_shape=json.dumps(list(arr.shape)), input_dtype=dtype,
                input_sha256=hashlib.sha256(arr.tobytes()).hexdigest(), **summarize_outputs(outputs, card.labels))
-    await gw.writer.put(rec)
+    journal(gw.journal, pid, rec)
+    response.headers[HEADER] = pid
     rows = _rows(card, outputs)
     for r in rows:
         for k, v in list(r.items()):
             if isinstance(v, float) and not math.isfinite(v):
                 r[k] = None
-    return PredictResponse(model=name, version=answered, task=card.task, predictions=rows)
+    return PredictResponse(prediction_id=pid, model=name, version=answered, task=card.task, predictions=rows)
 
 
 _Answered = tuple[np.ndarray, str, dict[str, np.ndarray | None], str | None]

@@ -1,7 +1,8 @@
 """``POST /api/v1/tasks/{task}``: task-level APIs (images, records, explanations, battery twin) via the BentoML service.
 
 Bodies go to the service unchanged (multipart for ``classify_image``, JSON otherwise) and its answers, errors included,
-come back unchanged. Every call leaves a history row, summarised in the history writer (``task_summaries``): a success
+come back unchanged (a success gains ``prediction_id``). Every call leaves a history row, summarised by the history
+ingester (``task_summaries``): a success
 with its outputs, a failure with its status and error code.
 """
 
@@ -17,9 +18,9 @@ from fastapi.responses import JSONResponse
 from auth_api.authn import Principal
 from auth_api.core.errors import NotFound
 from auth_api.deps import GatewayDep, InferencePrincipal
+from auth_api.journal import new_prediction_id
 from auth_api.proxy.bento import get_client
-from auth_api.proxy.records import base_record, failure_record
-from auth_api.proxy.task_summaries import task_failure_finisher, task_finisher
+from auth_api.proxy.records import HEADER, base_record, failure_record, journal
 from auth_api.state import Gateway
 from mlstack.errors import MlstackError
 
@@ -54,19 +55,20 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
         raise NotFound(f"unknown task '{task[:64]}'; known tasks: {', '.join(TASKS)}", code="task_not_found",
                        details={"task": task[:64], "tasks": list(TASKS)})
     body = await request.body()
+    pid = new_prediction_id()  # minted once the caller is known and the body read
     ctype = request.headers.get("content-type") or ("application/octet-stream" if task == "classify_image" else "application/json")
     try:
         up = await get_client(gw.extras).post(task, body, ctype)
     except MlstackError as exc:  # task service down or timing out: the caller's failed prediction all the same
-        await _record_failure(gw, p, request, task, body, ctype, int(exc.status), str(exc.code), start, 0.0)
+        pid = _record_failure(gw, pid, p, request, task, body, ctype, int(exc.status), str(exc.code), start, 0.0)
         if exc.status == 503:  # the service restarting or shutting down: a client should come back shortly
-            return JSONResponse(exc.to_body(), status_code=503, headers={"Retry-After": "1"})
-        raise
+            return JSONResponse(exc.to_body(), status_code=503, headers={"Retry-After": "1", HEADER: pid})
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers={HEADER: pid})
     if up.status != 200:  # errors pass through as the service wrote them; history records status and code only
         gw.metrics.upstream_latency.labels("task", "").observe(up.elapsed_s)
-        await _record_failure(gw, p, request, task, body, ctype, up.status, _error_code(up.content, up.status), start,
+        pid = _record_failure(gw, pid, p, request, task, body, ctype, up.status, _error_code(up.content, up.status), start,
                               up.elapsed_s)
-        return Response(up.content, status_code=up.status, headers=up.headers)
+        return Response(up.content, status_code=up.status, headers={**up.headers, HEADER: pid})
     try:
         doc: Any = json.loads(up.content)
     except ValueError:
@@ -77,16 +79,25 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
     rec = base_record(p, model=model, version=version, protocol=f"task:{task}", status=200,
                       total_s=time.perf_counter() - start, upstream_s=up.elapsed_s,
                       client_ip=request.client.host if request.client else None)
-    await gw.writer.put(rec, task_finisher(task, body, ctype, doc))
-    return Response(up.content, status_code=200, headers=up.headers)
+    journal(gw.journal, pid, rec, ("task", task, body, ctype, up.content))
+    return Response(_with_id(up.content, pid) if isinstance(doc, dict) else up.content, status_code=200,
+                    headers={**up.headers, HEADER: pid})
 
 
-async def _record_failure(gw: Gateway, p: Principal, request: Request, task: str, body: bytes, ctype: str, status: int,
-                          code: str, start: float, upstream_s: float) -> None:
+def _with_id(content: bytes, pid: str) -> bytes:
+    """The service's JSON object with ``prediction_id`` first (spliced: the answer is not parsed and dumped again)."""
+    head, _, rest = content.partition(b"{")
+    sep = b"" if rest.lstrip().startswith(b"}") else b","
+    return head + b'{"prediction_id":"' + pid.encode() + b'"' + sep + rest
+
+
+def _record_failure(gw: Gateway, pid: str, p: Principal, request: Request, task: str, body: bytes, ctype: str, status: int,
+                    code: str, start: float, upstream_s: float) -> str:
     rec = failure_record(p, model=SIMULATOR if task == "simulate_battery" else task, version=None, protocol=f"task:{task}",
                          status=status, code=code, total_s=time.perf_counter() - start, upstream_s=upstream_s,
                          client_ip=request.client.host if request.client else None)
-    await gw.writer.put(rec, task_failure_finisher(body, ctype))
+    journal(gw.journal, pid, rec, ("task_failure", body, ctype))
+    return pid
 
 
 def _error_code(content: bytes, status: int) -> str:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
 from auth_api import crud
 from auth_api.api.params import Id, Offset
+from auth_api.api.strict_query import no_unknown_query
 from auth_api.core.errors import NotFound
 from auth_api.deps import AdminPrincipal, GatewayDep, SessionDep
-from auth_api.models import User, UserCreate, UserPublic, UserUpdate
+from auth_api.models import Role, User, UserCreate, UserPublic, UserUpdate
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(no_unknown_query)])
 
 
 @router.get("", response_model=list[UserPublic])
 def list_users(_: AdminPrincipal, db: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               offset: Offset = 0) -> list[User]:
-    """All users."""
-    return crud.list_users(db, limit, offset)
+               offset: Offset = 0, role: Annotated[Role | None, Query(description="Only users with this role.")] = None,
+               ) -> list[User]:
+    """All users (or those with ``role``), by id."""
+    return crud.list_users(db, limit, offset, role)
 
 
 @router.post("", response_model=UserPublic, status_code=status.HTTP_201_CREATED)

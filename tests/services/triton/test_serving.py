@@ -12,6 +12,7 @@ import tritonclient.grpc as grpcclient
 
 from mlstack.repository.layout import read_card
 from mlstack.repository.publish import Candidate, publish
+from tests.fixtures.clones import clone_model, wait_ready
 from tests.fixtures.triton import TritonFixture
 
 LOAD_BUDGET_S = 3.0
@@ -52,7 +53,9 @@ def test_dynamic_batching_batches_concurrent_requests(triton: TritonFixture) -> 
 
 @pytest.mark.slow
 def test_repeated_request_is_a_cache_hit(triton: TritonFixture) -> None:
-    model = "iris-logreg"
+    model = "iris-logreg-rcache-hit"  # Triton's response cache is opt-in per model (off in newly written configs)
+    clone_model(triton.repository, "iris-logreg", model, response_cache=True)
+    wait_ready(triton.server.http_url, model)
     x = _rows(424242)
     client = grpcclient.InferenceServerClient(triton.grpc)
     try:
