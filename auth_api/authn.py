@@ -23,8 +23,8 @@ from auth_api.core.errors import Unauthorized
 from auth_api.core.metrics import GatewayMetrics
 from auth_api.core.security import TokenCodec, secret_matches, split_api_key
 from auth_api.models import utcnow
+from auth_api.roles import ROLE_RANK
 
-ROLE_RANK = {"user": 0, "engineer": 1, "admin": 2}
 KEY_CACHE_TTL_S = 5.0
 TOUCH_EVERY_S = 30.0
 

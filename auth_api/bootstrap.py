@@ -9,7 +9,7 @@ import sys
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from auth_api import crud
+from auth_api import crud, passwords
 from auth_api.core.errors import Conflict
 from auth_api.models import User, UserCreate
 from mlstack.settings import Settings
@@ -24,6 +24,9 @@ def ensure_admin(engine: Engine, settings: Settings) -> str | None:
             return None
         given = settings.admin_password.get_secret_value() if settings.admin_password is not None else ""
         password = given or secrets.token_urlsafe(18)
+        why = passwords.problem(password, settings.admin_username)
+        if why is not None:
+            raise RuntimeError(f"MLSTACK_ADMIN_PASSWORD is refused by the password policy: {why}")
         try:
             crud.create_user(db, UserCreate(username=settings.admin_username, password=password, role="admin"))
         except Conflict:  # another gateway process created it at the same moment

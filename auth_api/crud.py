@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session, col, delete, select, update
 
-from auth_api import identities
+from auth_api import codes, identities
 from auth_api.core import security
-from auth_api.core.errors import Conflict, NotFound, Unauthorized
-from auth_api.models import ApiKey, ApiKeyCreate, Feedback, FeedbackCreate, RefreshToken, User, UserCreate, UserUpdate, utcnow
+from auth_api.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from auth_api.mail import outbox
+from auth_api.models import (
+    AccountCode,
+    ApiKey,
+    ApiKeyCreate,
+    Feedback,
+    FeedbackCreate,
+    Prediction,
+    RefreshToken,
+    User,
+    UserCreate,
+    UserUpdate,
+    utcnow,
+)
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -26,15 +39,25 @@ def get_user_by_login(db: Session, login: str) -> User | None:
     return db.exec(select(User).where(column == key)).first()
 
 
-def create_user(db: Session, data: UserCreate, password_hash: str | None = None) -> User:
-    """``password_hash`` when the caller already hashed ``data.password`` (off the request threads, see HashPool)."""
+def create_user(db: Session, data: UserCreate, password_hash: str | None = None, *, code_key: bytes | None = None,
+                require_email: bool = False) -> User:
+    """``password_hash`` when the caller already hashed ``data.password`` (off the request threads, see HashPool).
+
+    Admin-created accounts are verified. With ``code_key`` (self-registration) the account starts unverified and a
+    verification code is mailed in the same transaction; ``require_email`` refuses an account without an email.
+    """
     ukey = identities.lookup_key(data.username)
     ekey = identities.lookup_key(data.email) if data.email else None
     _ensure_free(db, ukey, ekey, None)
+    if require_email and not data.email:
+        raise InvalidInput("an email is required to register: the verification code is mailed to it", code="email_required")
     user = User(username=data.username, email=data.email, role=data.role, username_key=ukey, email_key=ekey,
-                password_hash=password_hash or security.hash_password(data.password))
+                password_hash=password_hash or security.hash_password(data.password), email_verified=code_key is None)
     db.add(user)
     try:
+        if code_key is not None and data.email:
+            db.flush()
+            send_code(db, code_key, user, "verify")
         db.commit()
     except IntegrityError as exc:  # a concurrent registration won between the check and the insert
         db.rollback()
@@ -44,6 +67,15 @@ def create_user(db: Session, data: UserCreate, password_hash: str | None = None)
     return user
 
 
+def send_code(db: Session, key: bytes, user: User, purpose: str) -> None:
+    """Issue a code and queue the mail carrying it, in ``db``'s transaction (the caller commits)."""
+    assert user.id is not None and user.email
+    code = codes.issue(db, key, user.id, purpose, user.email_key)
+    minutes = int(codes.TTL[purpose].total_seconds() // 60)
+    outbox.enqueue(db, user.email, "verify_email" if purpose == "verify" else "password_reset", user_id=user.id,
+                   username=user.username, code=code, minutes=minutes)
+
+
 def _ensure_free(db: Session, ukey: str | None, ekey: str | None, user_id: int | None) -> None:
     if ukey is not None and db.exec(select(User.id).where(User.username_key == ukey, User.id != user_id)).first() is not None:
         raise Conflict("this username is taken (usernames are case-insensitive)", code="username_taken")
@@ -51,10 +83,13 @@ def _ensure_free(db: Session, ukey: str | None, ekey: str | None, user_id: int |
         raise Conflict("this email is already registered", code="email_taken")
 
 
-def update_user(db: Session, user: User, data: UserUpdate, password_hash: str | None = None) -> User:
+def update_user(db: Session, user: User, data: UserUpdate, password_hash: str | None = None, *, code_key: bytes | None = None) -> User:
     """Apply ``data``; a new password or deactivation bumps the token version (old access tokens die) and revokes
-    refresh tokens. Never leaves the system without an active admin (Conflict ``last_admin``)."""
+    refresh tokens. Never leaves the system without an active admin (Conflict ``last_admin``). A new email is
+    unverified until its code (mailed when ``code_key`` is given) is entered."""
     assert user.id is not None
+    if user.deleted_at is not None:
+        raise NotFound(f"user {user.id} not found", code="user_not_found")
     fields = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
     password = fields.pop("password", None)
     demotes = user.role == "admin" and user.is_active and (
@@ -62,10 +97,13 @@ def update_user(db: Session, user: User, data: UserUpdate, password_hash: str | 
     if demotes:
         _lock_active_admins(db)
     ends_sessions = password is not None or (fields.get("is_active") is False and user.is_active)
+    new_email = "email" in fields and identities.lookup_key(fields["email"]) != user.email_key
     if "email" in fields:
         ekey = identities.lookup_key(fields["email"])
         _ensure_free(db, None, ekey, user.id)
         user.email_key = ekey
+    if new_email:
+        user.email_verified = False
     for k, v in fields.items():
         setattr(user, k, v)
     if password is not None:
@@ -81,6 +119,8 @@ def update_user(db: Session, user: User, data: UserUpdate, password_hash: str | 
         if ends_sessions:
             db.execute(update(RefreshToken).where(col(RefreshToken.user_id) == user.id, col(RefreshToken.revoked_at).is_(None))
                        .values(revoked_at=utcnow()))
+        if new_email and code_key is not None:
+            send_code(db, code_key, user, "verify")
         db.commit()
     except IntegrityError as exc:
         db.rollback()
@@ -100,8 +140,57 @@ def _active_admins(db: Session) -> int:
 
 
 def list_users(db: Session, limit: int, offset: int, role: str | None = None) -> list[User]:
-    stmt = select(User) if role is None else select(User).where(User.role == role)
+    stmt = select(User).where(col(User.deleted_at).is_(None))
+    stmt = stmt if role is None else stmt.where(User.role == role)
     return list(db.exec(stmt.order_by(col(User.id)).offset(offset).limit(limit)))
+
+
+def mark_email_verified(db: Session, user_id: int) -> None:
+    db.execute(update(User).where(col(User.id) == user_id).values(email_verified=True))
+    db.commit()
+
+
+def reset_password(db: Session, user_id: int, password_hash: str) -> None:
+    """A password set through a mailed code: every session ends; the mailbox is proven, so the email counts as verified."""
+    db.execute(update(User).where(col(User.id) == user_id).values(password_hash=password_hash, email_verified=True,
+                                                                   token_version=User.token_version + 1))
+    db.execute(update(RefreshToken).where(col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None))
+               .values(revoked_at=utcnow()))
+    db.commit()
+
+
+def delete_user(db: Session, user: User, *, purge: bool) -> None:
+    """Anonymise the account (or with ``purge`` remove it and everything it owns); never the last active admin.
+
+    Anonymised: the name becomes ``deleted-<id>``, email and lookup keys are cleared (both free again), the password
+    can never match, every token and API key dies. Its predictions stay for aggregate dashboards, without the client
+    IP, and are tied only to the anonymous ``deleted-<id>`` row.
+    """
+    assert user.id is not None
+    if user.role == "admin" and user.is_active:
+        _lock_active_admins(db)
+        if _active_admins(db) <= 1:
+            raise Conflict("this would leave no active admin; promote another admin first", code="last_admin")
+    now = utcnow()
+    outbox.drop_unsent_for(db, user.id)
+    db.execute(delete(AccountCode).where(col(AccountCode.user_id) == user.id))
+    if purge:
+        mine = select(Prediction.id).where(col(Prediction.user_id) == user.id)
+        db.execute(delete(Feedback).where(or_(col(Feedback.user_id) == user.id, col(Feedback.prediction_id).in_(mine))))
+        db.execute(delete(Prediction).where(col(Prediction.user_id) == user.id))
+        db.execute(delete(RefreshToken).where(col(RefreshToken.user_id) == user.id))
+        db.execute(delete(ApiKey).where(col(ApiKey.owner_id) == user.id))
+        db.execute(delete(User).where(col(User.id) == user.id))
+    else:
+        name = f"deleted-{user.id}"
+        db.execute(update(Prediction).where(col(Prediction.user_id) == user.id).values(client_ip=None))
+        db.execute(update(RefreshToken).where(col(RefreshToken.user_id) == user.id, col(RefreshToken.revoked_at).is_(None))
+                   .values(revoked_at=now))
+        db.execute(update(ApiKey).where(col(ApiKey.owner_id) == user.id, col(ApiKey.revoked_at).is_(None)).values(revoked_at=now))
+        db.execute(update(User).where(col(User.id) == user.id).values(
+            username=name, username_key=name, email=None, email_key=None, is_active=False, email_verified=False,
+            password_hash="!deleted", deleted_at=now, token_version=User.token_version + 1))
+    db.commit()
 
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -131,6 +220,10 @@ def create_api_key(db: Session, owner_id: int, token_version: int | None, data: 
 
 def list_api_keys(db: Session, owner_id: int) -> list[ApiKey]:
     return list(db.exec(select(ApiKey).where(ApiKey.owner_id == owner_id).order_by(col(ApiKey.id))))
+
+
+def get_api_key(db: Session, key_id: int) -> ApiKey | None:
+    return db.get(ApiKey, key_id)
 
 
 def get_api_key_by_prefix(db: Session, prefix: str) -> ApiKey | None:

@@ -253,9 +253,8 @@ def main() -> None:
     while not sa.inspect(engine).has_table("journal_offsets"):  # the gateway migrates the schema; never two at once
         logger.info("waiting for the gateway to create the schema")
         time.sleep(1.0)
-    port = int(os.environ.get("MLSTACK_INGESTER_METRICS_PORT", "0"))
-    if port:
-        start_http_server(port, addr=settings.gateway_host)
+    if settings.ingester_metrics_port:
+        start_http_server(settings.ingester_metrics_port, addr=settings.gateway_host)
     ing = Ingester(engine, settings.var_dir / "journal", Catalog(settings.repository).labels,
                    batch_size=settings.gateway_history_batch_size, poll_s=settings.gateway_history_flush_interval_s,
                    metrics=IngestMetrics(REGISTRY))

@@ -11,9 +11,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from auth_api import bootstrap, registry
+from auth_api import bootstrap, registry, stored_inputs
 from auth_api.api.docs import ERROR_RESPONSES, install_offline_docs
-from auth_api.api.routes import api_keys, auth, dashboard, health, history, models, predict, tasks, users, v2
+from auth_api.api.routes import api_keys, auth, dashboard, files, health, history, models, predict, roles, tasks, users, v2
 from auth_api.authn import Authenticator
 from auth_api.catalog import Catalog
 from auth_api.core import db
@@ -25,6 +25,7 @@ from auth_api.core.security import TokenCodec, load_jwt_key
 from auth_api.core.throttle import LoginThrottle
 from auth_api.ingester import EmbeddedIngester, Ingester, IngestMetrics
 from auth_api.journal import JournalWriter
+from auth_api.mail.sender import OutboxSender
 from auth_api.proxy import bento
 from auth_api.proxy.cache import open_cache
 from auth_api.proxy.fastpath import InferFastPath
@@ -96,10 +97,15 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
         server = channel = None
         if grpc:
             server, channel, gw.grpc_port = await start_grpc(gw, settings.gateway_host, settings.gateway_grpc_port)
+        mailer = gw.extras["mailer"] = OutboxSender(gw.engine, settings)
+        mailer.start()
+        stored_inputs.open_store(gw)
         app.state.gateway = gw
         try:
             yield
         finally:
+            await stored_inputs.close_store(gw)  # inputs still being stored finish before the database goes
+            await mailer.stop()
             if server is not None:
                 await server.stop(grace=5)
             if channel is not None:
@@ -121,8 +127,10 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
     app.fast_path = InferFastPath(cors=bool(settings.gateway_cors_origins))
     install_handlers(app)
     api = APIRouter(prefix="/api/v1")
-    for r in (auth, users, api_keys, history, dashboard, models, predict, tasks):
+    for r in (auth, users, roles, api_keys, history, dashboard, models, predict, tasks):
         api.include_router(r.router)
+    api.include_router(files.router)
+    api.include_router(files.history_router)
     app.include_router(api)
     app.include_router(v2.router)
     app.include_router(health.router)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, field_validator
-from sqlalchemy import JSON, Column, UniqueConstraint
+from pydantic import ConfigDict, field_validator, model_validator
+from sqlalchemy import JSON, Column, Text, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
-from auth_api import identities
+from auth_api import identities, passwords
 
 Role = Literal["admin", "engineer", "user"]
 ROLES: tuple[str, ...] = ("user", "engineer", "admin")
-EMAIL_RE = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
+# ASCII only (after NFKC): an internationalised address would need SMTPUTF8 end to end; CR/LF can never pass.
+EMAIL_RE = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,63}$"
 # New usernames (inputs); stored names of older accounts may be up to 64 characters (UserBase).
 NEW_USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
 
@@ -49,28 +50,112 @@ class _NormalisedIdentity(RequestBody):
         return identities.clean_email(v) if isinstance(v, str) else v
 
 
-class UserCreate(_NormalisedIdentity, UserBase):
+class _PasswordPolicy(RequestBody):
+    """New passwords follow passwords.py (length, not common, not the username or email): a 422 that says which."""
+
+    @field_validator("password", "new_password", mode="after", check_fields=False)
+    @classmethod
+    def _policy(cls, v: str | None) -> str | None:
+        why = passwords.problem(v) if v is not None else None
+        if why is not None:
+            raise ValueError(why)
+        return v
+
+    @model_validator(mode="after")
+    def _not_identity(self) -> Any:
+        pw, name, email = getattr(self, "password", None), getattr(self, "username", None), getattr(self, "email", None)
+        if pw is not None and (name or email):
+            why = passwords.problem(pw, name, email)
+            if why is not None:
+                raise ValueError(why)
+        return self
+
+
+class UserCreate(_NormalisedIdentity, _PasswordPolicy, UserBase):
     username: str = Field(min_length=3, max_length=32, schema_extra={"pattern": NEW_USERNAME})
-    password: str = Field(min_length=8, max_length=256)
+    password: str = Field(min_length=passwords.MIN_LENGTH, max_length=passwords.MAX_LENGTH)
     role: Role = "user"
 
 
-class UserRegister(_NormalisedIdentity):
+class UserRegister(_NormalisedIdentity, _PasswordPolicy):
     username: str = Field(min_length=3, max_length=32, schema_extra={"pattern": NEW_USERNAME, "examples": ["alice"]})
-    password: str = Field(min_length=8, max_length=256, schema_extra={"examples": ["correct horse battery"]})
-    email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE, "examples": ["alice@example.com"]})
+    password: str = Field(min_length=passwords.MIN_LENGTH, max_length=passwords.MAX_LENGTH,
+                          schema_extra={"examples": ["correct horse battery"]})
+    email: str | None = Field(default=None, max_length=254, description="Required while email verification is on: the code "
+                              "is mailed here.", schema_extra={"pattern": EMAIL_RE, "examples": ["alice@example.com"]})
 
 
-class UserUpdate(_NormalisedIdentity):
+class UserUpdate(_NormalisedIdentity, _PasswordPolicy):
     email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE})
-    password: str | None = Field(default=None, min_length=8, max_length=256)
+    password: str | None = Field(default=None, min_length=passwords.MIN_LENGTH, max_length=passwords.MAX_LENGTH)
     role: Role | None = None
     is_active: bool | None = None
 
 
-class PasswordChange(RequestBody):
+class PasswordChange(_PasswordPolicy):
     old_password: str = Field(max_length=256)
-    new_password: str = Field(min_length=8, max_length=256)
+    new_password: str = Field(min_length=passwords.MIN_LENGTH, max_length=passwords.MAX_LENGTH)
+
+
+class _AccountRef(_NormalisedIdentity):
+    """Names the account by its email or its username (exactly one)."""
+
+    email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE, "examples": ["alice@example.com"]})
+    username: str | None = Field(default=None, max_length=64)
+
+    @field_validator("username", mode="before")
+    @classmethod
+    def _username(cls, v: object) -> object:  # a lookup, not a new name: any stored name may be given
+        return identities.normalize(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _one(self) -> Any:
+        if (self.email is None) == (self.username is None):
+            raise ValueError("give either 'email' or 'username'")
+        return self
+
+    @property
+    def login(self) -> str:
+        return self.email or self.username or ""
+
+
+class VerifyEmail(_AccountRef):
+    code: str = Field(min_length=1, max_length=16, schema_extra={"examples": ["042917"]})
+
+
+class ResendCode(_AccountRef):
+    pass
+
+
+class PasswordForgot(_NormalisedIdentity):
+    email: str = Field(max_length=254, schema_extra={"pattern": EMAIL_RE, "examples": ["alice@example.com"]})
+
+
+class PasswordReset(_PasswordPolicy, _NormalisedIdentity):
+    email: str = Field(max_length=254, schema_extra={"pattern": EMAIL_RE, "examples": ["alice@example.com"]})
+    code: str = Field(min_length=1, max_length=16, schema_extra={"examples": ["042917"]})
+    new_password: str = Field(min_length=passwords.MIN_LENGTH, max_length=passwords.MAX_LENGTH)
+
+
+class Accepted(SQLModel):
+    message: str
+
+
+class TokenInfo(SQLModel):
+    """What GET /auth/verify says about a valid credential."""
+
+    sub: str
+    username: str
+    role: str
+    kind: str
+    expires_at: datetime | None
+
+
+class RolePublic(SQLModel):
+    name: str
+    rank: int
+    description: str
+    permissions: list[str]
 
 
 class User(UserBase, table=True):
@@ -85,12 +170,16 @@ class User(UserBase, table=True):
     email_key: str | None = Field(default=None, max_length=254, unique=True, index=True)
     # Bumped by a password change or deactivation: access tokens carry the value they were issued with.
     token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # Migration 0006: accounts from before it count as verified; self-registered ones start unverified.
+    email_verified: bool = Field(default=False, sa_column_kwargs={"server_default": true()})
+    deleted_at: datetime | None = None  # set when the account was deleted (anonymised)
 
 
 class UserPublic(UserBase):
     id: int
     role: str
     is_active: bool
+    email_verified: bool = False
     created_at: datetime
 
 
@@ -146,6 +235,40 @@ class RefreshToken(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id", index=True)
     expires_at: datetime
     revoked_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- one-time codes and the mail outbox (migration 0006) ---------------------------------------------------------------
+class AccountCode(SQLModel, table=True):
+    """A mailed one-time code: only a keyed hash is stored; dead after ``expires_at``, use, or too many wrong tries."""
+
+    __tablename__ = "account_codes"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    purpose: str = Field(max_length=16)  # "verify" | "reset"
+    code_hash: str = Field(max_length=64)
+    email_key: str | None = Field(default=None, max_length=254)  # the address it was sent to
+    attempts: int = 0
+    expires_at: datetime
+    used_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message waiting for (or past) delivery; written in the transaction of the change that needs it."""
+
+    __tablename__ = "mail_outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int | None = Field(default=None, index=True)  # no FK: purging a user deletes its unsent rows explicitly
+    recipient: str = Field(max_length=254)
+    subject: str = Field(max_length=200)
+    body_text: str = Field(sa_column=Column(Text, nullable=False))
+    body_html: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    claimed_until: datetime | None = None  # a sender holds the row until then (several gateway processes)
+    sent_at: datetime | None = Field(default=None, index=True)
+    last_error: str | None = Field(default=None, max_length=300)
     created_at: datetime = Field(default_factory=utcnow)
 
 

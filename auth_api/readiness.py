@@ -23,6 +23,7 @@ from auth_api.core.errors import UpstreamTimeout, UpstreamUnavailable
 from auth_api.proxy.bento import EXTRAS_KEY as BENTO_KEY
 from auth_api.proxy.cache import cache_of
 from auth_api.state import Gateway
+from auth_api.stored_inputs import EXTRAS_KEY as STORAGE_KEY
 from mlstack.repository.sandbox import sanitize
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class Readiness:
             Dependency("bento", False, self._bento,
                        "tasks (/api/v1/tasks/*) are unavailable; v2 inference and /api/v1/predict are unaffected"),
         ]
+        if gw.extras.get(STORAGE_KEY) is not None:
+            self.deps.append(Dependency("storage", False, self._storage,
+                                        "uploaded inputs are not kept (history says not_kept); predictions still succeed"))
         cache = cache_of(gw.extras)
         if cache is not None and cache.backend == "redis":
             self.deps.append(Dependency("redis", False, self._redis,
@@ -192,6 +196,13 @@ class Readiness:
         except aiohttp.ClientError as exc:
             return Probe("down", f"unreachable ({type(exc).__name__})")
         return Probe("up") if status == 200 else Probe("down", f"/readyz answered HTTP {status}")
+
+    async def _storage(self) -> Probe:
+        try:
+            await run_in_threadpool(self.gw.extras[STORAGE_KEY].storage.check)
+        except Exception as exc:
+            return Probe("down", f"unreachable ({type(exc).__name__})")
+        return Probe("up")
 
     async def _redis(self) -> Probe:
         cache = cache_of(self.gw.extras)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     gateway_host: str = Field("127.0.0.1", description="Gateway bind address.")
     gateway_http_port: int = Field(8080, description="Gateway HTTP port.")
     gateway_grpc_port: int = Field(8081, description="Gateway gRPC port.")
+    ingester_metrics_port: int = Field(
+        8082, ge=0, description="Prometheus port of the external history ingester (`python -m auth_api.ingester`); 0 = none.")
     bento_port: int = Field(3000, description="BentoML task service port.")
     bento_host: str = Field("127.0.0.1", description="BentoML task service bind address (clients connect here too).")
     bento_runner: Literal["triton", "local"] = Field(
@@ -136,8 +138,36 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis URL (MLSTACK_REDIS_URL) for state shared by every gateway process (the prediction cache); "
         "unset: per process. Redis unreachable degrades to no shared state, never to failed requests.")
+    smtp_url: SecretStr | None = Field(
+        None, description="Where the gateway sends mail (MLSTACK_SMTP_URL): smtp://[user:password@]host[:port] (STARTTLS when the "
+        "server offers it; ?starttls=required to insist), smtps://... (TLS from the first byte). Unset: messages are written "
+        "to var_dir/outbox/*.eml and their subject and recipient logged.")
+    smtp_ca_file: Path | None = Field(None, description="CA bundle (PEM) trusted for the SMTP server's certificate besides the system's.")
+    smtp_timeout_s: float = Field(10.0, gt=0, description="Timeout of one SMTP conversation (s).")
+    mail_from: str = Field("mlstack <noreply@localhost>", description="From: address of the gateway's mail.")
+    mail_retry_base_s: float = Field(2.0, gt=0, description="First retry delay of an undelivered message (s); doubles per failure.")
+    mail_retry_max_s: float = Field(300.0, gt=0, description="Longest delay between delivery attempts of one message (s).")
+    mail_poll_interval_s: float = Field(1.0, gt=0, description="How often the outbox sender looks for due messages (s).")
+    require_email_verification: bool = Field(
+        True, description="Accounts whose email is unverified cannot log in (403 email_not_verified) until they enter the mailed code.")
     gateway_bento_timeout_s: float = Field(
         120.0, gt=0, description="Total timeout of a task call forwarded to the BentoML service (explain can take seconds).")
+
+    # --- object storage (stored inputs, signed downloads) ---------------------------------------
+    storage_url: str = Field(
+        "", description="Where blobs live: empty = files under var_dir/objects; s3://bucket/prefix = any S3-compatible store.")
+    storage_s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph, moto_server); unset = AWS.")
+    storage_s3_region: str = Field("us-east-1", description="S3 region (presigned URLs are signed for it).")
+    storage_s3_access_key_id: str | None = Field(None, description="S3 access key; unset = boto3's usual credential chain.")
+    storage_s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key (with storage_s3_access_key_id).")
+    storage_timeout_s: float = Field(5.0, gt=0, description="Connect/read timeout of one storage call (a dead store fails fast).")
+    storage_url_expiry_s: int = Field(900, ge=1, le=7 * 86400, description="Lifetime of a signed download URL (s).")
+    storage_signing_key: SecretStr | None = Field(
+        None, description="HMAC key of the file backend's download URLs; generated into var_dir/storage-signing.key (0600) when unset.")
+    storage_keep: Literal["none", "summary", "input"] = Field(
+        "summary", description="What a prediction keeps: none (bare row), summary (outputs, input hash), input (summary + the upload).")
+    storage_keep_by: dict[str, Literal["none", "summary", "input"]] = Field(
+        default_factory=dict, description='Per model or task route, e.g. {"classify_image": "input"}; a model name wins over its route.')
 
     @property
     def triton_http_url(self) -> str:

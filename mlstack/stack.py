@@ -73,10 +73,14 @@ def _gateway(settings: Settings) -> Running:
         # and show it on this console, once, if it was used (i.e. the admin did not exist yet).
         generated = secrets.token_urlsafe(18)
         env["MLSTACK_ADMIN_PASSWORD"] = generated
-    proc = ManagedProcess("gateway", [sys.executable, "-m", "auth_api"], ready_url=f"{base}/health/live",
-                          log_path=settings.var_dir / "logs" / "gateway.log", url=base, env=env)
+    env["MLSTACK_GATEWAY_INGESTER"] = "external"  # history rows come from the ingester process started beside it
+    proc = GatewayWithIngester(
+        ManagedProcess("gateway", [sys.executable, "-m", "auth_api"], ready_url=f"{base}/health/live",
+                       log_path=settings.var_dir / "logs" / "gateway.log", url=base, env=env),
+        _ingester(settings, env))
 
     def show_admin_password(report: Callable[[str], None]) -> None:
+        report("gateway: mail " + ("via MLSTACK_SMTP_URL" if settings.smtp_url else f"to {settings.var_dir.resolve() / 'outbox'}/*.eml"))
         if generated is None:
             return
         with contextlib.suppress(httpx.HTTPError):
@@ -87,6 +91,36 @@ def _gateway(settings: Settings) -> Running:
                        "(shown once; set MLSTACK_ADMIN_PASSWORD to choose it)")
 
     return Running("gateway", base, proc, show_admin_password)
+
+
+def _ingester(settings: Settings, env: dict[str, str]) -> ManagedProcess:
+    metrics = f"http://{settings.gateway_host}:{settings.ingester_metrics_port}/metrics"
+    # Without a metrics port there is nothing of its own to probe: started is as ready as it gets.
+    ready = metrics if settings.ingester_metrics_port else f"http://{settings.gateway_host}:{settings.gateway_http_port}/health/live"
+    return ManagedProcess("ingester", [sys.executable, "-m", "auth_api.ingester"], ready_url=ready,
+                          log_path=settings.var_dir / "logs" / "ingester.log", url=metrics, env=env)
+
+
+class GatewayWithIngester:
+    """The gateway and its history ingester: started after it (the gateway migrates the schema), stopped after it
+    (so it ingests what the gateway journaled last)."""
+
+    def __init__(self, gateway: ManagedProcess, ingester: ManagedProcess) -> None:
+        self.gateway, self.ingester = gateway, ingester
+
+    def start(self, timeout: float | None = None) -> None:
+        self.gateway.start(timeout)
+        try:
+            self.ingester.start(timeout)
+        except Exception:
+            self.gateway.stop()
+            raise
+
+    def stop(self) -> None:
+        try:
+            self.gateway.stop()
+        finally:
+            self.ingester.stop()
 
 
 def _triton(settings: Settings) -> Running:

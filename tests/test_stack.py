@@ -35,7 +35,8 @@ def stack_env(trained_repo: Path, tmp_path: Path) -> dict[str, str]:
         "MLSTACK_TRITON_HTTP_PORT": str(_free_port()), "MLSTACK_TRITON_GRPC_PORT": str(_free_port()),
         "MLSTACK_TRITON_METRICS_PORT": str(_free_port()), "MLSTACK_GATEWAY_HTTP_PORT": str(_free_port()),
         "MLSTACK_GATEWAY_GRPC_PORT": str(_free_port()), "MLSTACK_BENTO_PORT": str(_free_port()),
-        "MLSTACK_PROMETHEUS_PORT": str(_free_port()), "MLSTACK_ADMIN_PASSWORD": "stack-test-admin-pw",
+        "MLSTACK_PROMETHEUS_PORT": str(_free_port()), "MLSTACK_INGESTER_METRICS_PORT": str(_free_port()),
+        "MLSTACK_ADMIN_PASSWORD": "stack-test-admin-pw",
         "MLSTACK_DEFAULT_INSTANCE_COUNT": "1",
     })
     env.pop("MLSTACK_DATABASE_URL", None)

@@ -85,6 +85,11 @@ class TokenCodec:
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
 
+    @property
+    def code_key(self) -> bytes:
+        """The key mailed one-time codes are hashed with (derived, so it never equals the signing key)."""
+        return hmac.new(self._key, b"mlstack account codes", hashlib.sha256).digest()
+
     def _encode(self, claims: dict[str, Any]) -> str:
         return _jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key).decode()
 

@@ -6,12 +6,13 @@ import logging
 
 import typer
 
-from mlstack.cli import bench, repo, stack
+from mlstack.cli import bench, repo, stack, storage
 
 app = typer.Typer(help="mlstack: model repository and serving stack.", no_args_is_help=True)
 repo.register(app)
 stack.register(app)
 bench.register(app)
+storage.register(app)
 
 
 @app.callback()

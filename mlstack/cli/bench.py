@@ -55,6 +55,8 @@ def bench(
         _bench_wrk(scenario, cache, engine, connections, threads, rounds, _seconds(duration), model, repository, url, out, bool(pin),
                    max_failure_ratio)
         return
+    if rounds != 1 or threads is not None:
+        raise typer.BadParameter("--rounds and --threads belong to --engine wrk (Locust runs each leg once; use --users)")
     pin = True if pin is None else pin
 
     try:

@@ -99,7 +99,9 @@ def test_predict_records_and_explain(tgw: RunningGateway, bento: BentoFixture) -
             bento.repository, "diabetes-rf", np.load(bento.repository / "diabetes-rf" / "1" / "background.npy")[:1])})
     assert pred.status_code == 200, pred.text
     # the gateway passes the service's answer through unchanged
-    assert pred.json() == bento.post("predict_records", {"model": "battery-fault", "records": recs}).json()
+    through = pred.json()
+    assert through.pop("prediction_id") == pred.headers["X-Prediction-Id"]  # the gateway adds the prediction's id
+    assert through == bento.post("predict_records", {"model": "battery-fault", "records": recs}).json()
     first = pred.json()["results"][0]
     assert expl.status_code == 200, expl.text
     exp = expl.json()["explanations"][0]

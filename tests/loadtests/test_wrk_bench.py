@@ -68,7 +68,7 @@ class _Capture(BaseHTTPRequestHandler):
     seen: list[tuple[bytes, str | None]]
     answer: bytes
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append((body, self.headers.get("Authorization")))
         self.send_response(200)

@@ -1,4 +1,5 @@
-"""Login (form and JSON), registration, token refresh with rotation, logout, password change, the caller's account.
+"""Login (form and JSON), registration with a mailed verification code, token refresh with rotation, logout, password
+change and reset by mailed code, token introspection, the caller's account.
 
 Logins are throttled per account and per client IP (core/throttle.py) and verify passwords on the dedicated hashing
 pool (core/hashpool.py), so a burst of logins queues instead of starving inference.
@@ -9,26 +10,33 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlmodel import Session
 
-from auth_api import crud, identities
+from auth_api import codes, crud, identities, passwords
 from auth_api.api.strict_query import no_unknown_query
 from auth_api.core.errors import Forbidden, NotFound, Unauthorized
 from auth_api.core.throttle import LoginThrottled
 from auth_api.deps import CurrentPrincipal, GatewayDep, LoginPrincipal, SessionDep
 from auth_api.models import (
+    Accepted,
     LoginRequest,
     Message,
     PasswordChange,
+    PasswordForgot,
+    PasswordReset,
     RefreshRequest,
+    ResendCode,
+    TokenInfo,
     TokenPair,
     User,
     UserCreate,
     UserPublic,
     UserRegister,
     UserUpdate,
+    VerifyEmail,
+    utcnow,
 )
 from auth_api.state import Gateway
 
@@ -64,7 +72,18 @@ async def _verified(request: Request, gw: Gateway, username: str, password: str)
 
 async def _login(request: Request, gw: Gateway, username: str, password: str) -> TokenPair:
     user = await _verified(request, gw, username, password)
+    if gw.settings.require_email_verification and not user.email_verified:
+        # Only after the password matched: this answer says nothing about accounts the caller cannot log into.
+        raise Forbidden("the account's email is not verified yet", code="email_not_verified",
+                        details={"hint": "enter the code mailed at registration with POST /api/v1/auth/verify-email; "
+                                         "POST /api/v1/auth/resend-code mails a new one"})
     return await gw.run_db(lambda db: _issue(gw, db, user))
+
+
+def _wake_mailer(gw: Gateway) -> None:
+    sender = gw.extras.get("mailer")
+    if sender is not None:
+        sender.wake()
 
 
 @router.post("/token", response_model=TokenPair)
@@ -88,7 +107,97 @@ async def register(body: UserRegister, gw: GatewayDep) -> User:
         raise Forbidden("self-registration is disabled", code="registration_disabled")
     data = UserCreate(username=body.username, password=body.password, email=body.email)
     password_hash = await gw.hashing.hash(body.password)
-    return await gw.run_db(crud.create_user, data, password_hash)
+    user = await gw.run_db(crud.create_user, data, password_hash, code_key=gw.codec.code_key,
+                           require_email=gw.settings.require_email_verification)
+    _wake_mailer(gw)
+    return user
+
+
+@router.post("/verify-email", response_model=Message)
+async def verify_email(body: VerifyEmail, gw: GatewayDep) -> Message:
+    """Confirm the account's email with the 6-digit code mailed to it (15 minutes, 5 tries); 400 says why a code is
+    refused: ``code_invalid``, ``code_expired``, ``code_used``, ``code_exhausted``."""
+
+    def verify(db: Session) -> None:
+        user = crud.get_user_by_login(db, body.login)
+        user = user if user is not None and user.deleted_at is None else None
+        row = codes.consume(db, gw.codec.code_key, user.id if user else None, "verify", body.code)
+        assert user is not None and user.id is not None
+        if row.email_key != user.email_key:  # mailed to an address the account no longer has
+            db.rollback()
+            raise codes.CodeRejected("the code was sent to a previous email of this account; request a new one",
+                                     code="code_invalid")
+        crud.mark_email_verified(db, user.id)
+
+    await gw.run_db(verify)
+    return Message(message="email verified; you can log in now")
+
+
+def _mail_code(gw: Gateway, login: str, purpose: str) -> None:
+    """Mail a fresh code when the account exists and may get one (runs after the answer is sent: same answer and
+    timing whether or not it exists). At most one code per minute and purpose."""
+
+    def send(db: Session) -> bool:
+        user = crud.get_user_by_login(db, login)
+        if user is None or user.id is None or not user.email or not user.is_active or user.deleted_at is not None:
+            return False
+        if purpose == "verify" and user.email_verified:
+            return False
+        if codes.recently_sent(db, user.id, purpose, utcnow()):
+            return False
+        crud.send_code(db, gw.codec.code_key, user, purpose)
+        db.commit()
+        return True
+
+    with Session(gw.engine) as db:
+        if send(db):
+            _wake_mailer(gw)
+
+
+_RESEND_ANSWER = "if the account exists and is unverified, a new code is on its way (at most one a minute)"
+_FORGOT_ANSWER = "if an account has this email, a reset code is on its way (at most one a minute)"
+
+
+@router.post("/resend-code", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
+def resend_code(body: ResendCode, gw: GatewayDep, background: BackgroundTasks) -> Accepted:
+    """Mail a new verification code (the previous one dies); always 202 with the same answer."""
+    background.add_task(_mail_code, gw, body.login, "verify")
+    return Accepted(message=_RESEND_ANSWER)
+
+
+@router.post("/password/forgot", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
+def forgot_password(body: PasswordForgot, gw: GatewayDep, background: BackgroundTasks) -> Accepted:
+    """Mail a single-use reset code (30 minutes) to the account with this email; always 202 with the same body and
+    timing, whether or not such an account exists (the lookup runs after the answer is sent)."""
+    background.add_task(_mail_code, gw, body.email, "reset")
+    return Accepted(message=_FORGOT_ANSWER)
+
+
+@router.post("/password/reset", response_model=Message)
+async def reset_password(request: Request, body: PasswordReset, gw: GatewayDep) -> Message:
+    """Set a new password with the mailed code: every session of the account ends (refresh tokens revoked, access
+    tokens refused). Wrong, expired, used or exhausted codes: 400 (unknown emails answer like a wrong code)."""
+
+    def consume(db: Session) -> User:
+        user = crud.get_user_by_login(db, body.email)
+        user = user if user is not None and user.deleted_at is None and user.is_active else None
+        if user is not None:  # before the code is spent, so a refused password does not cost it
+            passwords.check(body.new_password, user.username, user.email)
+        codes.consume(db, gw.codec.code_key, user.id if user else None, "reset", body.code)
+        db.commit()
+        assert user is not None
+        return user
+
+    user = await gw.run_db(consume)
+    password_hash = await gw.hashing.hash(body.new_password)
+    assert user.id is not None
+    try:
+        await gw.run_db(crud.reset_password, user.id, password_hash)
+    finally:
+        gw.auth.invalidate_user(user.id)
+    gw.throttle.succeeded(identities.login_key(user.username))  # the owner proved themselves: lift the lockout
+    gw.throttle.succeeded(identities.login_key(body.email))
+    return Message(message="password changed; log in with the new one (every other session has ended)")
 
 
 @router.post("/password/change", response_model=TokenPair)
@@ -98,6 +207,7 @@ async def change_password(request: Request, body: PasswordChange, p: LoginPrinci
     user = await _verified(request, gw, p.username, body.old_password)
     if user.id != p.user_id:  # the account's name now belongs to someone else: never change theirs
         raise Unauthorized("incorrect username or password", code="bad_credentials")
+    passwords.check(body.new_password, user.username, user.email)
     password_hash = await gw.hashing.hash(body.new_password)
 
     def change(db: Session) -> TokenPair:
@@ -152,6 +262,20 @@ def logout(body: RefreshRequest, p: LoginPrincipal, gw: GatewayDep, db: SessionD
         raise NotFound("refresh token not found", code="refresh_token_not_found")
     crud.consume_refresh_token(db, row.jti)
     return Message(message="logged out")
+
+
+@router.get("/verify", response_model=TokenInfo)
+async def verify_token(request: Request, p: CurrentPrincipal, gw: GatewayDep) -> TokenInfo:
+    """200 with the subject, role and expiry of a valid credential (access token or API key); 401 otherwise."""
+    expires = None
+    if p.kind == "user":
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        expires = datetime.fromtimestamp(gw.codec.decode(token, "access")["exp"], UTC)
+    elif p.api_key_id is not None:
+        key_id = p.api_key_id
+        key = await gw.run_db(lambda db: crud.get_api_key(db, key_id))
+        expires = key.expires_at if key is not None else None
+    return TokenInfo(sub=str(p.user_id), username=p.username, role=p.role, kind=p.kind, expires_at=expires)
 
 
 @router.get("/me", response_model=UserPublic)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from auth_api import queries
+from auth_api import queries, stored_inputs
 from auth_api.api.strict_query import no_unknown_query
 from auth_api.deps import SessionDep, UserPrincipal
 from auth_api.models import Prediction, PredictionPublic
@@ -18,8 +18,11 @@ router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[Depend
 def stats(p: UserPrincipal, db: SessionDep,
           model: Annotated[str | None, Query(max_length=64, description="Only this model's predictions.")] = None) -> dict[str, Any]:
     """Successful predictions (``total``) by model, version and label, failed ones (``errors``) by model, status and code;
-    mean confidence; accuracy = share of feedback marked correct. ``?model=`` narrows all of it to one model."""
-    return queries.stats(db, p, model)
+    mean confidence; accuracy = share of feedback marked correct. ``?model=`` narrows all of it to one model.
+    ``storage``: bytes and objects of kept inputs (the caller's; an admin's: everyone's, with ``by_user``)."""
+    out = queries.stats(db, p, model)
+    out["storage"] = stored_inputs.usage_report(db, None if p.role == "admin" else p.user_id)
+    return out
 
 
 @router.get("/recent", response_model=list[PredictionPublic])

@@ -12,10 +12,10 @@ import time
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session, select
 
-from auth_api import crud, queries
+from auth_api import crud, queries, stored_inputs
 from auth_api.api.params import MAX_ID, Offset
 from auth_api.authn import Principal
 from auth_api.core.errors import NotFound
@@ -23,6 +23,7 @@ from auth_api.deps import GatewayDep, SessionDep, UserPrincipal
 from auth_api.journal import canonical_id, id_age_s
 from auth_api.models import Feedback, FeedbackCreate, FeedbackPublic, HistoryPage, Prediction, PredictionPublic
 from auth_api.state import Gateway
+from auth_api.storage_models import PredictionDetail
 
 router = APIRouter(prefix="/history", tags=["history"])
 RECENT_S = 10.0  # ids younger than this may still be on their way from the journal
@@ -79,10 +80,11 @@ def _not_found(prediction_id: str) -> NotFound:
     return NotFound(f"prediction {prediction_id[:40]} not found", code="prediction_not_found")
 
 
-@router.get("/{prediction_id}", response_model=PredictionPublic)
-async def get_history(prediction_id: PredictionKey, p: UserPrincipal, gw: GatewayDep) -> Prediction:
-    """One prediction, by the id its response carried (``X-Prediction-Id``, ``prediction_id``) or its row id."""
-    return await find(gw, p, prediction_id)
+@router.get("/{prediction_id}", response_model=PredictionDetail)
+async def get_history(prediction_id: PredictionKey, p: UserPrincipal, gw: GatewayDep, request: Request) -> PredictionDetail:
+    """One prediction, by the id its response carried (``X-Prediction-Id``, ``prediction_id``) or its row id; a kept
+    input comes with a signed, expiring ``input_url``."""
+    return await stored_inputs.detail(gw, await find(gw, p, prediction_id), str(request.base_url))
 
 
 @router.post("/{prediction_id}/feedback", response_model=FeedbackPublic)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -24,6 +25,8 @@ from mlstack.errors import MlstackError, ModelNotFound
 from mlstack.repository.card import ModelCard
 from mlstack.repository.layout import NAME_RE
 
+# Tries pinned to the version Triton says it serves before one unpinned try (see predict()).
+SWAP_RETRIES = 2
 router = APIRouter(prefix="/predict", tags=["predict"])
 
 
@@ -145,12 +148,14 @@ async def predict(name: str, body: PredictRequest, request: Request, response: R
     pid = new_prediction_id()
     upstream_s = 0.0
     try:
-        # A version Triton unloaded since it was last asked answers 404: ask again once, then the 404 stands.
-        for attempt in (0, 1):
-            card, version, out, upstream_s = await _infer(name, body, gw)
-            if out is not None or attempt or body.version:
+        # A version Triton unloaded since it was last asked (a promote or rollback under traffic) is refused: ask Triton
+        # again which version it serves and retry; the last try goes unpinned, so a swap never fails a prediction.
+        for attempt in range(SWAP_RETRIES + 1):
+            card, version, out, upstream_s = await _infer(name, body, gw, pin=attempt < SWAP_RETRIES)
+            if out is not None or body.version:
                 break
             gw.catalog.invalidate(name)
+            await asyncio.sleep(0.02 * (attempt + 1))
         if out is None:
             raise ModelNotFound(name, version)
         arr, dtype, outputs, answered = out
@@ -178,7 +183,8 @@ async def predict(name: str, body: PredictRequest, request: Request, response: R
 _Answered = tuple[np.ndarray, str, dict[str, np.ndarray | None], str | None]
 
 
-async def _infer(name: str, body: PredictRequest, gw: Gateway) -> tuple[ModelCard, int | None, _Answered | None, float]:
+async def _infer(name: str, body: PredictRequest, gw: Gateway, *,
+                 pin: bool = True) -> tuple[ModelCard, int | None, _Answered | None, float]:
     """(card, version, (tensor, dtype, outputs, version that answered) or None if that version is gone, upstream seconds).
 
     The card is the one of the version Triton serves (or the pinned one) and the request is pinned to that version, so
@@ -191,10 +197,11 @@ async def _infer(name: str, body: PredictRequest, gw: Gateway) -> tuple[ModelCar
           gw.settings.gateway_max_tensor_elements)
     payload = json.dumps({"inputs": [{"name": in_name, "shape": list(arr.shape), "datatype": dtype,
                                       "data": arr.reshape(-1).tolist()}]}).encode()
-    path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+    pinned = version if (pin or body.version) else None
+    path = f"/v2/models/{name}" + (f"/versions/{pinned}" if pinned else "") + "/infer"
     up = await gw.upstream.request("POST", path, payload, {"content-type": "application/json"})
     gw.metrics.upstream_latency.labels("rest", name).observe(up.elapsed_s)
-    if up.status == 404 and version and not body.version:
+    if pinned and not body.version and _version_gone(up.status, up.content):
         return card, version, None, up.elapsed_s
     doc = json.loads(up.content) if up.content else {}
     if up.status != 200:
@@ -204,6 +211,11 @@ async def _infer(name: str, body: PredictRequest, gw: Gateway) -> tuple[ModelCar
                for o in doc.get("outputs", []) if o.get("datatype") in NP}
     answered = str(doc.get("model_version") or version or "") or None
     return card, version, (arr, dtype, outputs, answered), up.elapsed_s
+
+
+def _version_gone(status: int, content: bytes) -> bool:
+    """Triton's answer for a version being unloaded: 404, or 400/503 "unknown model ... is not at ready state"."""
+    return status == 404 or (status in (400, 503) and b"unknown model" in content)
 
 
 def _upstream_error(status: int, message: str, name: str, version: int | None) -> MlstackError:

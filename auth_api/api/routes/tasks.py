@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from auth_api import stored_inputs
 from auth_api.authn import Principal
 from auth_api.core.errors import NotFound
 from auth_api.deps import GatewayDep, InferencePrincipal
@@ -79,7 +80,10 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
     rec = base_record(p, model=model, version=version, protocol=f"task:{task}", status=200,
                       total_s=time.perf_counter() - start, upstream_s=up.elapsed_s,
                       client_ip=request.client.host if request.client else None)
-    journal(gw.journal, pid, rec, ("task", task, body, ctype, up.content))
+    keep = stored_inputs.keep_mode(gw.settings, task, model)
+    journal(gw.journal, pid, rec, None if keep == "none" else ("task", task, body, ctype, up.content))
+    if keep == "input":  # stored after the answer is computed, off its path; the row learns of it once stored
+        stored_inputs.capture(gw, pid, p.user_id, body, ctype)
     return Response(_with_id(up.content, pid) if isinstance(doc, dict) else up.content, status_code=200,
                     headers={**up.headers, HEADER: pid})
 

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from auth_api import crud
+from auth_api import crud, passwords, stored_inputs
 from auth_api.api.params import Id, Offset
 from auth_api.api.strict_query import no_unknown_query
-from auth_api.core.errors import NotFound
+from auth_api.core.errors import Conflict, NotFound
 from auth_api.deps import AdminPrincipal, GatewayDep, SessionDep
-from auth_api.models import Role, User, UserCreate, UserPublic, UserUpdate
+from auth_api.models import Message, Role, User, UserCreate, UserPublic, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(no_unknown_query)])
 
@@ -35,7 +35,7 @@ async def create_user(body: UserCreate, _: AdminPrincipal, gw: GatewayDep) -> Us
 def get_user(user_id: Id, _: AdminPrincipal, db: SessionDep) -> User:
     """One user."""
     user = crud.get_user(db, user_id)
-    if user is None:
+    if user is None or user.deleted_at is not None:
         raise NotFound(f"user {user_id} not found", code="user_not_found")
     return user
 
@@ -50,9 +50,36 @@ async def update_user(user_id: Id, body: UserUpdate, admin: AdminPrincipal, gw: 
     password_hash = await gw.hashing.hash(body.password) if body.password else None
 
     def change(db: SessionDep) -> User:
-        return crud.update_user(db, get_user(user_id, admin, db), body, password_hash)
+        user = get_user(user_id, admin, db)
+        if body.password:
+            passwords.check(body.password, user.username, body.email or user.email)
+        return crud.update_user(db, user, body, password_hash, code_key=gw.codec.code_key)
 
     try:
         return await gw.run_db(change)
     finally:
         gw.auth.invalidate_user(user_id)
+        mailer = gw.extras.get("mailer")
+        if mailer is not None and body.email:
+            mailer.wake()
+
+
+@router.delete("/{user_id}", response_model=Message)
+async def delete_user(user_id: Id, admin: AdminPrincipal, gw: GatewayDep,
+                      purge: Annotated[bool, Query(description="Also remove the user's history, feedback and API keys.")] = False,
+                      ) -> Message:
+    """Delete an account (not your own, not the last active admin: 409). By default it is anonymised: name and email
+    are freed, every token and API key dies, its predictions stay for aggregate dashboards without anything tying them
+    to a person; ``?purge=true`` removes the predictions, feedback and keys too."""
+    if user_id == admin.user_id:
+        raise Conflict("you cannot delete your own account", code="cannot_delete_self")
+
+    def delete(db: SessionDep) -> None:
+        crud.delete_user(db, get_user(user_id, admin, db), purge=purge)
+
+    try:
+        await gw.run_db(delete)
+    finally:
+        gw.auth.invalidate_user(user_id)
+    await stored_inputs.forget_user(gw, user_id)  # uploaded inputs are personal data: gone with the account
+    return Message(message=f"user {user_id} {'purged' if purge else 'deleted (anonymised)'}")

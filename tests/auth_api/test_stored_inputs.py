@@ -1,0 +1,191 @@
+"""Stored inputs end to end: a real gateway in front of a real ``bentoml serve``, storing uploads in files or in S3
+(moto_server over HTTP), with the same tests on both backends."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from auth_api.storage_gc import gc
+from tests.fixtures.bento import BentoFixture
+from tests.fixtures.db import fresh_database
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.s3 import start_moto
+from tests.services.bento.helpers import render_digit
+from training.digits_common import split
+
+pytestmark = pytest.mark.slow
+ROUTE = "/api/v1/tasks/classify_image"
+KEEP = {"storage_keep_by": {"classify_image": "input", "iris-rf": "none"}}
+
+
+@pytest.fixture(scope="module", params=["file", "s3"])
+def sgw(request: pytest.FixtureRequest, bento: BentoFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp(f"stored_{request.param}")
+    extra = request.getfixturevalue("moto").settings() if request.param == "s3" else {}
+    with fresh_database("sqlite", tmp) as url:
+        settings = gateway_settings(tmp, url, repository=bento.repository, bento_host=bento.settings.bento_host,
+                                    bento_port=bento.settings.bento_port, **KEEP, **extra)
+        with run_gateway(settings) as gw:
+            yield gw
+
+
+def _digit(i: int, fmt: str = "PNG") -> bytes:
+    _, x_te, _, _ = split()
+    return render_digit(x_te[i], scale=8, fmt=fmt)
+
+
+def _user(gw: RunningGateway, name: str) -> str:
+    return gw.tokens.get(name) or gw.create_user(name)
+
+
+def _classify(gw: RunningGateway, token: str, data: bytes, name: str = "digit.png", ctype: str = "image/png") -> str:
+    with gw.client(token) as c:
+        r = c.post(ROUTE, files={"image": (name, data, ctype)})
+    assert r.status_code == 200, r.text
+    pid = r.json()["prediction_id"]
+    assert r.headers["X-Prediction-Id"] == pid
+    return str(pid)
+
+
+def _history(gw: RunningGateway, token: str, pid: str) -> dict:
+    with gw.client(token) as c:
+        r = c.get(f"/api/v1/history/{pid}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _metric(gw: RunningGateway, name: str) -> float:
+    with gw.client() as c:
+        text = c.get("/metrics").text
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_upload_then_history_then_signed_download_gives_the_same_bytes(sgw: RunningGateway) -> None:
+    token = _user(sgw, "eye")
+    image = _digit(0)
+    pid = _classify(sgw, token, image)
+    row = _history(sgw, token, pid)  # at once: no flush, no sleep
+    assert row["prediction_id"] == pid and row["input"] == "kept", row
+    assert row["input_content_type"] == "image/png" and row["input_size"] == len(image)
+    r = httpx.get(row["input_url"])  # no credentials: the URL is the credential
+    assert r.status_code == 200 and r.content == image and r.headers["content-type"] == "image/png"
+    with sgw.client(token) as c:
+        redirect = c.get(f"/api/v1/history/{pid}/input")
+    assert redirect.status_code == 307
+    again = httpx.get(redirect.headers["location"])
+    assert again.status_code == 200 and again.content == image
+
+
+def test_only_the_owner_or_an_admin_gets_a_url(sgw: RunningGateway) -> None:
+    pid = _classify(sgw, _user(sgw, "owner1"), _digit(1))
+    stranger = _user(sgw, "stranger1")
+    with sgw.client(stranger) as c:
+        assert c.get(f"/api/v1/history/{pid}").status_code == 404
+        r = c.get(f"/api/v1/history/{pid}/input")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "prediction_not_found"
+    assert _history(sgw, sgw.admin_token(), pid)["input_url"]
+
+
+def test_the_same_image_twice_is_stored_once(sgw: RunningGateway) -> None:
+    token = _user(sgw, "twice")
+    image = _digit(2)
+    a, b = _classify(sgw, token, image), _classify(sgw, token, image, name="copy.png")
+    ra, rb = _history(sgw, token, a), _history(sgw, token, b)
+    assert a != b and ra["input"] == rb["input"] == "kept"
+    assert urlsplit(ra["input_url"]).path == urlsplit(rb["input_url"]).path
+    with sgw.client(token) as c:
+        usage = c.get("/api/v1/dashboard/stats").json()["storage"]
+    assert usage == {"bytes": len(image), "objects": 1}
+
+
+def test_declared_type_and_file_name_are_not_trusted(sgw: RunningGateway) -> None:
+    token = _user(sgw, "liar")
+    jpeg = _digit(3, fmt="JPEG")
+    pid = _classify(sgw, token, jpeg, name="../../../../etc/evil.png", ctype="image/png")
+    row = _history(sgw, token, pid)
+    assert row["input_content_type"] == "image/jpeg"
+    key = urlsplit(row["input_url"]).path
+    assert "evil" not in key and ".." not in key and key.endswith(".jpg")
+    r = httpx.get(row["input_url"])
+    assert r.content == jpeg and r.headers["content-type"] == "image/jpeg"
+    assert not list(Path("/etc").glob("evil*")) and not list(sgw.settings.var_dir.rglob("evil*"))
+
+
+def test_what_is_kept_follows_the_per_route_and_per_model_setting(sgw: RunningGateway) -> None:
+    token = _user(sgw, "tabular")
+    rec = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
+    with sgw.client(token) as c:
+        summary = c.post("/api/v1/tasks/predict_records", json={"model": "iris-logreg", "records": [rec]})
+        bare = c.post("/api/v1/tasks/predict_records", json={"model": "iris-rf", "records": [rec]})
+    assert summary.status_code == bare.status_code == 200, summary.text
+    kept = _history(sgw, token, summary.json()["prediction_id"])
+    assert kept["input"] is None and kept["input_url"] is None and kept["output_label"] == "setosa"  # summary: today's
+    none = _history(sgw, token, bare.json()["prediction_id"])
+    assert none["input"] is None and none["output_label"] is None and none["model"] == "iris-rf"  # none: a bare row
+
+
+def test_gc_removes_what_no_row_needs_and_a_dead_link_is_404(sgw: RunningGateway) -> None:
+    token = _user(sgw, "retention")
+    pid = _classify(sgw, token, _digit(4))
+    url = _history(sgw, token, pid)["input_url"]
+    assert httpx.get(url).status_code == 200
+    gw = sgw.state
+    from auth_api.stored_inputs import store_of
+
+    store = store_of(gw)
+    assert store is not None
+    report = gc(gw.engine, store.storage, older_than_s=0, grace_s=0)
+    assert report.deleted_objects >= 1 and report.failed == 0
+    row = _history(sgw, token, pid)
+    assert row["input"] == "not_kept" and row["input_reason"] == "expired" and row["input_url"] is None
+    assert httpx.get(url).status_code == 404  # the old link: the object is gone, not a 500
+    with sgw.client(token) as c:
+        assert c.get("/api/v1/dashboard/stats").json()["storage"]["objects"] == 0
+
+
+def test_deleting_a_user_deletes_their_objects(sgw: RunningGateway) -> None:
+    token = _user(sgw, "leaving")
+    pid = _classify(sgw, token, _digit(5))
+    url = _history(sgw, token, pid)["input_url"]
+    with sgw.client(sgw.admin_token()) as c:
+        uid = c.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}).json()["id"]
+        assert c.delete(f"/api/v1/users/{uid}").status_code == 200
+    assert httpx.get(url).status_code == 404
+    from auth_api.stored_inputs import store_of
+
+    store = store_of(sgw.state)
+    assert store is not None and list(store.storage.keys(uid)) == []
+
+
+def test_usage_is_a_metric_and_storage_a_readiness_dependency(sgw: RunningGateway) -> None:
+    _classify(sgw, _user(sgw, "metered"), _digit(6))
+    assert _metric(sgw, "gateway_inputs_kept_total") >= 1
+    assert "storage_bytes" in httpx.get(sgw.url + "/metrics").text
+    ready = httpx.get(sgw.url + "/health/ready").json()
+    assert ready["dependencies"]["storage"]["state"] == "up"
+
+
+def test_a_dead_store_never_costs_the_prediction(bento: BentoFixture, tmp_path: Path) -> None:
+    with start_moto() as server, fresh_database("sqlite", tmp_path) as url:
+        settings = gateway_settings(tmp_path, url, repository=bento.repository, bento_host=bento.settings.bento_host,
+                                    bento_port=bento.settings.bento_port, **KEEP, **server.settings())
+        with run_gateway(settings) as gw:
+            token = gw.create_user("unlucky")
+            server.stop()  # the store goes down after the gateway started
+            pid = _classify(gw, token, _digit(7))
+            row = _history(gw, token, pid)
+            assert row["status"] == 200 and row["output_label"] is not None
+            assert row["input"] == "not_kept" and row["input_reason"] == "store_unavailable" and row["input_url"] is None
+            assert _metric(gw, 'gateway_inputs_not_kept_total{reason="store_unavailable"}') == 1
+            with gw.client(token) as c:
+                assert c.get(f"/api/v1/history/{pid}/input").status_code == 404
+            assert httpx.get(gw.url + "/health/ready").json()["dependencies"]["storage"]["state"] != "up"
+
+
