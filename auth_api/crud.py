@@ -67,6 +67,12 @@ def create_user(db: Session, data: UserCreate, password_hash: str | None = None,
     return user
 
 
+def lock_user(db: Session, user_id: int) -> None:
+    """Hold the user's row (PostgreSQL) or the database (SQLite) until commit: serialises e.g. two concurrent requests
+    for a code, so the once-a-minute limit cannot be raced."""
+    db.execute(update(User).where(col(User.id) == user_id).values(token_version=User.token_version))
+
+
 def send_code(db: Session, key: bytes, user: User, purpose: str) -> None:
     """Issue a code and queue the mail carrying it, in ``db``'s transaction (the caller commits)."""
     assert user.id is not None and user.email
@@ -168,7 +174,9 @@ def delete_user(db: Session, user: User, *, purge: bool) -> None:
     """
     assert user.id is not None
     if user.role == "admin" and user.is_active:
-        _lock_active_admins(db)
+        # A no-op write first: it takes SQLite's write lock (and PostgreSQL's row locks) before counting, so two admins
+        # deleting each other at once are serialised and the second sees the first's change.
+        db.execute(update(User).where(User.role == "admin", col(User.is_active).is_(True)).values(token_version=User.token_version))
         if _active_admins(db) <= 1:
             raise Conflict("this would leave no active admin; promote another admin first", code="last_admin")
     now = utcnow()

@@ -32,6 +32,7 @@ from auth_api.proxy.fastpath import InferFastPath
 from auth_api.proxy.grpc_server import start_grpc
 from auth_api.proxy.upstream import Upstream
 from auth_api.state import Gateway
+from auth_api.ws.route import router as ws_router
 from mlstack.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
     for r in (auth, users, roles, api_keys, history, dashboard, models, predict, tasks):
         api.include_router(r.router)
     api.include_router(files.router)
+    api.include_router(ws_router)
     api.include_router(files.history_router)
     app.include_router(api)
     app.include_router(v2.router)

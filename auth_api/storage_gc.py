@@ -53,17 +53,16 @@ def gc(engine: Engine, storage: Storage, *, older_than_s: float, grace_s: float 
             col(Prediction.prediction_id) == col(PredictionInput.prediction_id))
         report.expired_inputs = len(db.exec(select(PredictionInput.prediction_id).where(expired)).all())
         report.orphaned_inputs = len(db.exec(select(PredictionInput.prediction_id).where(orphan & ~expired)).all())
-        if not dry_run:
-            db.execute(update(PredictionInput).where(expired).values(kept=False, object_key=None, reason="expired"))
-            db.execute(update(PredictionInput).where(orphan).values(kept=False, object_key=None, reason="prediction_deleted"))
-            db.commit()
+        db.execute(update(PredictionInput).where(expired).values(kept=False, object_key=None, reason="expired"))
+        db.execute(update(PredictionInput).where(orphan).values(kept=False, object_key=None, reason="prediction_deleted"))
         needed = exists().where(col(PredictionInput.object_key) == col(StoredObject.key), kept)
         unneeded = db.exec(select(StoredObject).where(col(StoredObject.touched_at) < settled, ~needed)).all()
+        if dry_run:  # what the updates above would free, then nothing happened
+            report.deleted_objects, report.deleted_bytes = len(unneeded), sum(o.size for o in unneeded)
+            db.rollback()
+            return report
+        db.commit()
         for obj in unneeded:
-            if dry_run:
-                report.deleted_objects += 1
-                report.deleted_bytes += obj.size
-                continue
             try:
                 storage.delete(obj.key)
             except ObjectMissing:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +28,8 @@ from mlstack.storage.multipart import upload_of
 
 logger = logging.getLogger(__name__)
 EXTRAS_KEY = "stored_inputs"
+STORE_THREADS = 4
+MAX_PENDING = 1000  # stores queued or running; beyond it an input is not kept (reason "backlog")
 WAIT_S = 5.0  # longest a history lookup waits for an input still being stored
 GAUGE_TTL_S = 10.0
 
@@ -66,28 +70,27 @@ class InputStore:
         self.engine = engine
         self.storage = storage
         self.metrics = metrics
-        self.pending: dict[str, asyncio.Task[None]] = {}
+        self.pending: dict[str, asyncio.Future[None]] = {}
+        # Threads of their own: a slow store must not take the threadpool the database calls run on.
+        self.executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="input-store")
 
     def capture(self, upload: Upload) -> None:
         """Store ``upload`` in the background (call after the answer is computed, before it is sent)."""
-        task = asyncio.get_running_loop().create_task(run_in_threadpool(self._store, upload))
-        self.pending[upload.prediction_id] = task
-        task.add_done_callback(lambda _t: self.pending.pop(upload.prediction_id, None))
+        job = self._store if len(self.pending) < MAX_PENDING else self._refuse  # bounded memory when the store lags
+        fut = asyncio.get_running_loop().run_in_executor(self.executor, job, upload)
+        self.pending[upload.prediction_id] = fut
+        fut.add_done_callback(lambda _f: self.pending.pop(upload.prediction_id, None))
+
+    def _refuse(self, up: Upload) -> None:
+        self.metrics.not_kept.labels("backlog").inc()
+        self._record(PredictionInput(prediction_id=up.prediction_id, user_id=up.owner, kept=False, reason="backlog"))
 
     def _store(self, up: Upload) -> None:
-        data, declared = upload_of(up.body, up.content_type)
-        ref = ObjectRef.of(data, declared, up.owner)
         now = datetime.now(UTC)
         try:
-            with Session(self.engine) as db:  # the intent first: gc leaves a freshly touched object alone
-                row = db.get(StoredObject, ref.key)
-                if row is None:
-                    db.add(StoredObject(key=ref.key, owner_id=up.owner, sha256=ref.sha256, content_type=ref.content_type,
-                                        size=ref.size, created_at=now, touched_at=now))
-                else:
-                    row.touched_at = now
-                    db.add(row)
-                db.commit()
+            data, declared = upload_of(up.body, up.content_type)
+            ref = ObjectRef.of(data, declared, up.owner)
+            self._touch(ref, now)  # the intent first: gc leaves a freshly touched object alone
             self.storage.write(ref, data)
         except Exception as exc:
             reason = "store_unavailable" if isinstance(exc, StorageUnavailable) else "store_failed"
@@ -98,6 +101,21 @@ class InputStore:
             return
         self._record(PredictionInput(prediction_id=up.prediction_id, user_id=up.owner, object_key=ref.key, kept=True))
         self.metrics.kept.inc()
+
+    def _touch(self, ref: ObjectRef, now: datetime) -> None:
+        touch = update(StoredObject).where(col(StoredObject.key) == ref.key).values(touched_at=now)
+        with Session(self.engine) as db:
+            if db.connection().execute(touch).rowcount:
+                db.commit()
+                return
+            db.add(StoredObject(key=ref.key, owner_id=ref.owner, sha256=ref.sha256, content_type=ref.content_type,
+                                size=ref.size, created_at=now, touched_at=now))
+            try:
+                db.commit()
+            except IntegrityError:  # the same upload stored concurrently: its row is there now
+                db.rollback()
+                db.execute(touch)
+                db.commit()
 
     def _record(self, row: PredictionInput) -> None:
         try:
@@ -118,6 +136,7 @@ class InputStore:
     async def close(self, timeout_s: float = 30.0) -> None:
         if self.pending:
             await asyncio.wait(set(self.pending.values()), timeout=timeout_s)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.storage.close()
 
 

@@ -69,6 +69,7 @@ class GatewayMetrics:
             "gateway_principal_requests_total",
             f"Inference requests by numeric user id and credential kind (user or api_key); beyond {PRINCIPAL_LIMIT} ids: 'other'.",
             ["kind", "user_id"], registry=r)
+        self.ws = WsMetrics(r)
         self._models = models
         self._model_names: frozenset[str] = frozenset()
         self._model_names_at = float("-inf")
@@ -170,6 +171,23 @@ class GatewayMetrics:
         if uid != OTHER and len(self._principal_children) < CHILD_CACHE_LIMIT:
             self._principal_children[(kind, user_id)] = child
         child.inc()
+
+
+class WsMetrics:
+    """The WebSocket path (/api/v1/ws): open connections, frames by fate, frame latency (receive -> answer sent)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.connections = Gauge("gateway_ws_connections", "Open (authenticated) WebSocket connections.", registry=r)
+        self.received = Counter("gateway_ws_frames_received_total", "Predict frames received over WebSockets.", registry=r)
+        self.answered = Counter("gateway_ws_frames_answered_total", "Predict frames answered with a prediction.", registry=r)
+        self.failed = Counter("gateway_ws_frames_failed_total", "Predict frames answered with an error.", registry=r)
+        self.dropped = Counter("gateway_ws_frames_dropped_total",
+                               "Frames dropped unanswered: backpressure (a newer frame replaced them) or rate_limited.",
+                               ["reason"], registry=r)
+        self.latency = Histogram("gateway_ws_frame_duration_seconds", "Frame latency from its receipt to its answer.",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.closed = Counter("gateway_ws_closed_total", "WebSocket connections closed by the gateway, by reason.", ["reason"],
+                              registry=r)
 
 
 class _BoundedModel:

@@ -27,7 +27,7 @@ def _seconds(text: str) -> float:
 
 
 def bench(
-    scenario: Annotated[str, typer.Argument(help="triton | triton-grpc | gateway (alias gateway_rest) | bento | cache (wrk)")],
+    scenario: Annotated[str, typer.Argument(help="triton | triton-grpc | gateway (alias gateway_rest) | bento | cache (wrk) | ws")],
     users: Annotated[int, typer.Option("--users", "-u", min=1, help="Concurrent users (closed loop: users = concurrency).")] = 64,
     spawn_rate: Annotated[float, typer.Option("--spawn-rate", "-r", min=0.1, help="Users started per second.")] = 64.0,
     duration: Annotated[str, typer.Option("--duration", "-t", help="Run time per leg (30s, 2m).")] = "30s",
@@ -45,8 +45,15 @@ def bench(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="wrk: threads (default: one per CPU wrk runs on).")] = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="wrk: legs alternate this many times; the report gives medians.")] = 1,
     cache: Annotated[bool, typer.Option("--cache", help="wrk, gateway: prediction cache hit vs miss (same as `bench cache`).")] = False,
+    fps: Annotated[float, typer.Option("--fps", min=0.1, help="ws: frames per second per connection.")] = 10.0,
 ) -> None:
     """Run a scenario's legs plus the baseline under the same load; print rps, p50/p99, failures, ratios (wrk: CPU ms/request)."""
+    if scenario == "ws":  # WebSocket streaming: --connections, --fps, --duration (digits-cnn unless --model)
+        from mlstack.cli.bench_ws import bench_ws
+
+        bench_ws(console, connections=connections, fps=fps, duration_s=_seconds(duration),
+                 model="digits-cnn" if model == "iris-logreg" else model, repository=repository, max_failure_ratio=max_failure_ratio)
+        return
     from loadtests import harness
 
     if engine not in ("locust", "wrk"):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from mlstack.errors import MlstackError, ModelNotFound
 
+# The image errors belong to the shared preprocessing (the gateway's WebSocket frames raise them too).
+from mlstack.imaging import ImageTooLarge, InvalidImage, UnsupportedModel
+
 __all__ = ["BadRequest", "ImageTooLarge", "InvalidImage", "InvalidRecords", "ModelNotFound", "RunnerTimeout",
            "RunnerUnavailable", "UnsupportedModel"]
 
@@ -15,29 +18,10 @@ class BadRequest(MlstackError):
     status = 400
 
 
-class InvalidImage(MlstackError):
-    """Not an image, a truncated file, or a decompression bomb."""
-
-    code = "invalid_image"
-    status = 400
-
-
-class ImageTooLarge(MlstackError):
-    code = "image_too_large"
-    status = 413
-
-
 class InvalidRecords(MlstackError):
     """Records whose features do not match the model card (unknown, missing, non-numeric)."""
 
     code = "invalid_records"
-    status = 422
-
-
-class UnsupportedModel(MlstackError):
-    """The model exists but this task cannot use it (e.g. an image model for records)."""
-
-    code = "unsupported_model"
     status = 422
 
 

@@ -143,6 +143,7 @@ def _mail_code(gw: Gateway, login: str, purpose: str) -> None:
             return False
         if purpose == "verify" and user.email_verified:
             return False
+        crud.lock_user(db, user.id)
         if codes.recently_sent(db, user.id, purpose, utcnow()):
             return False
         crud.send_code(db, gw.codec.code_key, user, purpose)
@@ -178,24 +179,24 @@ async def reset_password(request: Request, body: PasswordReset, gw: GatewayDep) 
     """Set a new password with the mailed code: every session of the account ends (refresh tokens revoked, access
     tokens refused). Wrong, expired, used or exhausted codes: 400 (unknown emails answer like a wrong code)."""
 
-    def consume(db: Session) -> User:
+    def consume(db: Session) -> tuple[int, str]:
         user = crud.get_user_by_login(db, body.email)
         user = user if user is not None and user.deleted_at is None and user.is_active else None
         if user is not None:  # before the code is spent, so a refused password does not cost it
             passwords.check(body.new_password, user.username, user.email)
         codes.consume(db, gw.codec.code_key, user.id if user else None, "reset", body.code)
+        assert user is not None and user.id is not None
+        ident = (user.id, user.username)
         db.commit()
-        assert user is not None
-        return user
+        return ident
 
-    user = await gw.run_db(consume)
+    user_id, username = await gw.run_db(consume)
     password_hash = await gw.hashing.hash(body.new_password)
-    assert user.id is not None
     try:
-        await gw.run_db(crud.reset_password, user.id, password_hash)
+        await gw.run_db(crud.reset_password, user_id, password_hash)
     finally:
-        gw.auth.invalidate_user(user.id)
-    gw.throttle.succeeded(identities.login_key(user.username))  # the owner proved themselves: lift the lockout
+        gw.auth.invalidate_user(user_id)
+    gw.throttle.succeeded(identities.login_key(username))  # the owner proved themselves: lift the lockout
     gw.throttle.succeeded(identities.login_key(body.email))
     return Message(message="password changed; log in with the new one (every other session has ended)")
 

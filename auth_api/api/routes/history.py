@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from sqlmodel import Session, select
 
 from auth_api import crud, queries, stored_inputs
@@ -55,8 +56,9 @@ async def find(gw: Gateway, p: Principal, prediction_id: str) -> Prediction:
     age: float | None = None
     if prediction_id.isdigit():
         key = int(prediction_id)
-        if not 1 <= key <= MAX_ID:
-            raise _not_found(prediction_id)
+        if not 1 <= key <= MAX_ID:  # the same answer as any out-of-range integer id (ids are 32-bit columns)
+            raise RequestValidationError([{"loc": ("path", "prediction_id"), "msg": f"an integer id is 1 .. {MAX_ID}",
+                                           "type": "less_than_equal"}])
     else:
         try:
             key = canonical_id(prediction_id)

@@ -1,0 +1,117 @@
+"""WebSocket limits against a real gateway and Triton: message size (1009), connections per user, idle timeout, the
+per-user frame quota shared with REST, an expired token mid-stream (1008), and a client that never reads its answers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from loadtests.ws_frames import digit_pngs
+from tests.auth_api.ws_client import close_code, open_ws, recv, send, until, ws_url
+from tests.fixtures.db import fresh_database
+from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.triton import TritonFixture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def limited(tmp_path: Path, triton: TritonFixture, request: pytest.FixtureRequest) -> Iterator[RunningGateway]:
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    with fresh_database("sqlite", tmp_path) as url, run_gateway(gateway_settings(tmp_path, url, triton=triton, **overrides)) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize("limited", [{"gateway_ws_max_message_bytes": 4096, "gateway_ws_max_connections_per_user": 2,
+                                      "gateway_ws_idle_timeout_s": 1.0}], indirect=True)
+def test_size_connections_and_idle(limited: RunningGateway) -> None:
+    token = limited.create_user("ws_limits")
+    with open_ws(limited, token) as ws:
+        until(ws, "ready")
+        ws.send(b"\0" * 5000)
+        code, seen = close_code(ws)
+        assert code == 1009 and seen[-1]["error"]["code"] == "message_too_big"
+    with open_ws(limited, token) as a, open_ws(limited, token) as b:
+        until(a, "ready")
+        until(b, "ready")
+        with open_ws(limited, token) as c:
+            code, seen = close_code(c)
+            assert code == 1008 and seen[0]["error"]["code"] == "too_many_connections"
+        send(a, command="ping")  # the open ones are unaffected
+        assert until(a, "pong")
+        start = time.monotonic()
+        code, seen = close_code(b)  # b sends nothing: closed after the idle timeout
+        assert code == 1001 and 0.5 < time.monotonic() - start < 5 and seen[-1]["error"]["code"] == "idle_timeout"
+    metrics = httpx.get(limited.url + "/metrics").text
+    assert 'gateway_ws_closed_total{reason="too_big"} 1.0' in metrics and "gateway_ws_connections 0.0" in metrics
+
+
+@pytest.mark.parametrize("limited", [{"gateway_rate_limit_rps": 0.1, "gateway_rate_limit_burst": 3}], indirect=True)
+def test_frames_share_the_rest_quota(limited: RunningGateway) -> None:
+    token = limited.create_user("ws_quota")  # its login does not use the inference quota
+    with open_ws(limited, token) as ws:
+        until(ws, "ready")
+        send(ws, command="config", model="digits-cnn")
+        until(ws, "config")
+        answered = dropped = 0
+        for _label, png in digit_pngs()[:8]:
+            ws.send(png)
+            time.sleep(0.03)
+        deadline = time.monotonic() + 5
+        while answered + dropped < 8 and time.monotonic() < deadline:
+            msg = recv(ws)
+            answered += msg["type"] == "prediction"
+            dropped += msg.get("count", 0) if msg["type"] == "dropped" else 0
+        assert answered == 2 and dropped == 6  # the connection's own auth took one of the 3 tokens
+    with limited.client(token) as c:  # the same bucket as REST
+        r = c.post("/api/v1/predict/iris-svm", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
+        assert r.status_code == 429
+
+
+@pytest.mark.parametrize("limited", [{"gateway_access_token_ttl_s": 2}], indirect=True)
+def test_expired_token_mid_stream(limited: RunningGateway) -> None:
+    token = limited.create_user("ws_expiry")
+    with open_ws(limited, token) as ws:
+        until(ws, "ready")
+        send(ws, command="ping")
+        assert until(ws, "pong")
+        time.sleep(2.6)
+        send(ws, command="ping")
+        code, seen = close_code(ws)
+        assert code == 1008 and seen[0]["type"] == "error" and "expired" in seen[0]["error"]["code"]
+
+
+@pytest.mark.parametrize("limited", [{"gateway_ws_send_queue": 8}], indirect=True)
+def test_client_that_does_not_read_is_closed(limited: RunningGateway) -> None:
+    token = limited.create_user("ws_slow")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel absorbs little of what is not read
+    host, port = limited.url.removeprefix("http://").split(":")
+    sock.connect((host, int(port)))
+    msg = json.dumps({"command": "model_info", "model": "digits-cnn"})
+    deadline = time.monotonic() + 60
+    closed = False
+    with connect(ws_url(limited), sock=sock, additional_headers={"Authorization": f"Bearer {token}"}, max_queue=1) as ws:
+        try:
+            while time.monotonic() < deadline and not closed:
+                for _ in range(200):
+                    ws.send(msg)  # never recv(): the answers pile up in the gateway
+                metrics = httpx.get(limited.url + "/metrics").text
+                closed = 'gateway_ws_closed_total{reason="slow_client"} 1.0' in metrics
+        except Exception:  # the gateway closed the socket under our sends
+            closed = True
+        finally:
+            sock.close()
+    assert closed
+    deadline = time.monotonic() + 10
+    while "gateway_ws_connections 0.0" not in httpx.get(limited.url + "/metrics").text:
+        assert time.monotonic() < deadline, "the slow client's connection was never released"
+        time.sleep(0.1)
