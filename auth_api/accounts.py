@@ -1,9 +1,9 @@
 """The live account behind a credential: role, active flag and token version, cached ~1 s per process.
 
 Authorization reads these, never the claims frozen in a token. Every change to an account is announced on an
-``Invalidations`` bus and drops the cached copy at once; the bus is in-process now, and a Redis pub/sub channel can
-implement the same two calls so that other gateway processes drop theirs too (until then they catch up within the
-TTL).
+``Invalidations`` bus and drops the cached copy at once. With ``MLSTACK_REDIS_URL`` the bus is a Redis pub/sub channel,
+so every gateway worker drops its copy within milliseconds; without it the bus is in-process and the other workers
+catch up within the cache TTLs (accounts ``gateway_account_cache_ttl_s``, 1 s; API keys 5 s).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -50,6 +51,102 @@ class LocalInvalidations:
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
+
+
+class RedisInvalidations:
+    """``LocalInvalidations`` plus a Redis channel: what one process publishes, every other process's handlers hear.
+
+    ``publish`` may be called from any thread; the Redis send runs on the loop ``start`` ran on. A message sent while
+    this process's subscription was down is lost: the cache TTLs bound how long that process trusts its stale copy.
+    """
+
+    CHANNEL = "mlstack:invalidations"
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis  # only when configured
+
+        self.local = LocalInvalidations()
+        self.origin = uuid.uuid4().hex
+        self.client: Any = aioredis.Redis.from_url(url, socket_connect_timeout=0.25)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self.subscribed = asyncio.Event()
+
+    def publish(self, kind: str, ident: str) -> None:
+        self.local.publish(kind, ident)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        message = f"{self.origin} {kind} {ident}"
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._send_soon(message)
+        else:
+            loop.call_soon_threadsafe(self._send_soon, message)
+
+    def subscribe(self, handler: Handler) -> None:
+        self.local.subscribe(handler)
+
+    def _send_soon(self, message: str) -> None:
+        task = asyncio.ensure_future(self._send(message))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, message: str) -> None:
+        try:
+            await self.client.publish(self.CHANNEL, message)
+        except Exception as exc:
+            logger.warning("invalidation not sent to the other gateway processes (%s); they catch up within the cache TTL",
+                           type(exc).__name__)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._listener = asyncio.ensure_future(self._listen())
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.client.pubsub()
+                await pubsub.subscribe(self.CHANNEL)
+                self.subscribed.set()
+                async for msg in pubsub.listen():
+                    if msg.get("type") != "message":
+                        continue
+                    origin, kind, ident = msg["data"].decode().split(" ", 2)
+                    if origin != self.origin:
+                        self.local.publish(kind, ident)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.subscribed.clear()
+                logger.warning("invalidation channel down (%s); retrying in 1 s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._sends:
+            await asyncio.gather(*self._sends, return_exceptions=True)
+        await self.client.aclose()
+
+
+def open_invalidations(redis_url: str | None) -> Invalidations:
+    return RedisInvalidations(redis_url) if redis_url else LocalInvalidations()
+
+
+async def start_invalidations(bus: Invalidations) -> None:
+    if isinstance(bus, RedisInvalidations):
+        await bus.start()
+
+
+async def stop_invalidations(bus: Invalidations) -> None:
+    if isinstance(bus, RedisInvalidations):
+        await bus.stop()
 
 
 @dataclass(frozen=True, slots=True)

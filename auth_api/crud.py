@@ -176,7 +176,7 @@ def delete_user(db: Session, user: User, *, purge: bool) -> None:
     if user.role == "admin" and user.is_active:
         # A no-op write first: it takes SQLite's write lock (and PostgreSQL's row locks) before counting, so two admins
         # deleting each other at once are serialised and the second sees the first's change.
-        db.execute(update(User).where(User.role == "admin", col(User.is_active).is_(True)).values(token_version=User.token_version))
+        db.execute(update(User).where(col(User.role) == "admin", col(User.is_active).is_(True)).values(token_version=User.token_version))
         if _active_admins(db) <= 1:
             raise Conflict("this would leave no active admin; promote another admin first", code="last_admin")
     now = utcnow()

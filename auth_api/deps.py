@@ -40,7 +40,7 @@ async def _resolve(request: Request, gw: Gateway) -> Principal | None:
     p = await gw.auth.resolve(request.headers.get("authorization"), request.headers.get("x-api-key"))
     if p is not None:
         try:
-            gw.buckets.take(p.bucket)
+            await gw.buckets.take(p.bucket)
         except RateLimited:
             gw.metrics.rate_limited.inc()
             raise

@@ -11,7 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from auth_api import bootstrap, registry, stored_inputs
+from auth_api import bootstrap, registry, stored_inputs, workers
+from auth_api.accounts import open_invalidations, start_invalidations, stop_invalidations
 from auth_api.api.docs import ERROR_RESPONSES, install_offline_docs
 from auth_api.api.routes import api_keys, auth, dashboard, files, health, history, models, predict, roles, tasks, users, v2
 from auth_api.authn import Authenticator
@@ -19,7 +20,7 @@ from auth_api.catalog import Catalog
 from auth_api.core import db
 from auth_api.core.errors import install_handlers
 from auth_api.core.hashpool import HashPool
-from auth_api.core.limits import BodySizeLimit, TokenBuckets
+from auth_api.core.limits import BodySizeLimit, open_buckets
 from auth_api.core.metrics import GatewayMetrics, MetricsMiddleware
 from auth_api.core.security import TokenCodec, load_jwt_key
 from auth_api.core.throttle import LoginThrottle
@@ -61,8 +62,10 @@ def _build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
                                              poll_s=settings.gateway_history_flush_interval_s,
                                              metrics=IngestMetrics(metrics.registry, metrics.history_written)))
     return Gateway(settings=settings, metrics=metrics, engine=engine, codec=codec,
-                   auth=Authenticator(engine, codec, metrics, account_ttl_s=settings.gateway_account_cache_ttl_s),
-                   buckets=TokenBuckets(settings.gateway_rate_limit_rps, settings.gateway_rate_limit_burst),
+                   auth=Authenticator(engine, codec, metrics, account_ttl_s=settings.gateway_account_cache_ttl_s,
+                                      invalidations=open_invalidations(settings.redis_url)),
+                   buckets=open_buckets(settings.gateway_rate_limit_rps, settings.gateway_rate_limit_burst, settings.redis_url,
+                                        workers.worker_count()),
                    catalog=catalog, upstream=Upstream(settings), journal=journal, ingester=ingester,
                    hashing=HashPool(settings.gateway_password_hash_workers), throttle=LoginThrottle.from_settings(settings))
 
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
         if gw.ingester is not None:
             gw.ingester.start()
         await gw.upstream.start()
+        await start_invalidations(gw.auth.invalidations)
         await bento.open_client(settings, gw.extras)
         pcache = open_cache(settings, metrics.registry, metrics.model_label, gw.extras)
         server = channel = None
@@ -116,6 +120,8 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
                 await run_in_threadpool(gw.ingester.stop)
                 logger.info("history writer drained and stopped")
             await gw.upstream.aclose()
+            await stop_invalidations(gw.auth.invalidations)
+            await gw.buckets.close()
             await bento.close_client(gw.extras)
             await pcache.close()
             gw.hashing.close()

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from auth_api.journal import id_age_s
 from auth_api.storage_models import PredictionDetail, PredictionInput, StoredObject
 from mlstack.settings import Settings
 from mlstack.storage import ObjectMissing, ObjectRef, Storage, StorageUnavailable, open_storage
@@ -31,6 +32,7 @@ EXTRAS_KEY = "stored_inputs"
 STORE_THREADS = 4
 MAX_PENDING = 1000  # stores queued or running; beyond it an input is not kept (reason "backlog")
 WAIT_S = 5.0  # longest a history lookup waits for an input still being stored
+POLL_S = 0.05
 GAUGE_TTL_S = 10.0
 
 
@@ -175,10 +177,25 @@ async def detail(gw: Any, row: Any, base_url: str) -> PredictionDetail:
     if store is not None and row.prediction_id:
         await store.wait(row.prediction_id)
     out = PredictionDetail.model_validate(row, from_attributes=True)
-    fields = describe(store, await gw.run_db(input_of, row.prediction_id))
+    found = await gw.run_db(input_of, row.prediction_id)
+    if found is None and _may_still_store(gw.settings, row):  # stored by another worker of this gateway: wait for it
+        deadline = time.monotonic() + WAIT_S
+        while found is None and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+            found = await gw.run_db(input_of, row.prediction_id)
+    fields = describe(store, found)
     if fields.get("input_url", "").startswith("/"):
         fields["input_url"] = base_url.rstrip("/") + fields["input_url"]
     return out.model_copy(update=fields)
+
+
+def _may_still_store(settings: Settings, row: Any) -> bool:
+    """Whether a recent successful task call is one whose input this gateway was asked to keep."""
+    protocol = str(row.protocol or "")
+    if row.status != 200 or not protocol.startswith("task:") or not row.prediction_id:
+        return False
+    age = id_age_s(row.prediction_id, time.time() * 1000.0)
+    return age is not None and age < WAIT_S and keep_mode(settings, protocol[5:], row.model) == "input"
 
 
 def store_of(gw: Any) -> InputStore | None:

@@ -3,7 +3,7 @@
     python -m loadtests.stored_inputs_bench --repository <repo with digits-cnn> [--concurrency 8] [--seconds 20] [--rounds 2]
 
 Two gateways (``python -m auth_api``, SQLite, one bench user each) in front of one ``bentoml serve`` (local onnxruntime
-runner); legs alternate off, on, off, on; every request uploads a distinct PNG, so every "on" request stores a new
+runner); legs alternate off, on, off, on; every request uploads a PNG no earlier request sent, so every "on" request stores a new
 object (no dedupe shortcut). Prints rps and p50/p99 per leg and the on/off throughput ratio (median of rounds).
 """
 
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import os
 import secrets
@@ -42,11 +43,11 @@ def images(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-async def leg(url: str, token: str, pngs: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+async def leg(url: str, token: str, pngs: list[bytes], counter: Iterator[int], concurrency: int, seconds: float,
+              ) -> dict[str, float]:
     lat: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
-    counter = iter(range(10**9))
 
     async def worker(c: httpx.AsyncClient) -> None:
         nonlocal errors
@@ -97,9 +98,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--images", type=int, default=8000, help="Distinct 64x64 PNGs (every stored one is a new object).")
     args = ap.parse_args()
-    pngs = images(4000)
-    with tempfile.TemporaryDirectory(prefix="stored-inputs-bench-") as tmp:
+    pngs = images(args.images)
+    counter = itertools.count()  # shared by every leg: no image is sent twice (while --images lasts)
+    with tempfile.TemporaryDirectory(prefix="stored-inputs-bench-", ignore_cleanup_errors=True) as tmp:
+        print(f"work dir: {tmp}", flush=True)
         base = servers.bench_settings(Settings(), args.repository.resolve(), Path(tmp) / "bento")
         base = base.model_copy(update={"bento_runner": "local"})
         with servers.bento(base, pin=False) as bento_url:
@@ -111,11 +115,11 @@ def main() -> None:
             with gateway(off, Path(tmp) / "off.log", bento_env) as (u_off, user, pw_off), \
                     gateway(on, Path(tmp) / "on.log", {**bento_env, **keep}) as (u_on, _, pw_on):
                 t_off, t_on = servers.login(u_off, user, pw_off), servers.login(u_on, user, pw_on)
-                asyncio.run(leg(u_off, t_off, pngs, args.concurrency, 3))  # warm both paths
-                asyncio.run(leg(u_on, t_on, pngs, args.concurrency, 3))
+                asyncio.run(leg(u_off, t_off, pngs, counter, args.concurrency, 3))  # warm both paths
+                asyncio.run(leg(u_on, t_on, pngs, counter, args.concurrency, 3))
                 for _ in range(args.rounds):
                     for name, u, t in (("off", u_off, t_off), ("on", u_on, t_on)):
-                        r = asyncio.run(leg(u, t, pngs, args.concurrency, args.seconds))
+                        r = asyncio.run(leg(u, t, pngs, counter, args.concurrency, args.seconds))
                         legs[name].append(r)
                         print(f"{name:>3}: {r['rps']:.1f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
                               f"{r['errors']:.0f} errors / {r['requests']:.0f}", flush=True)

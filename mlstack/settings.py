@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -99,6 +100,9 @@ class Settings(BaseSettings):
     gateway_login_ip_max_failures: int = Field(
         20, ge=1, description="Failed logins per client IP before 429 (higher than per account: NAT and proxies share IPs).")
     gateway_login_max_failures: int = Field(5, ge=1, description="Failed logins per account before 429 with Retry-After.")
+    gateway_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1,
+        description="Gateway processes serving one HTTP (and gRPC) port via SO_REUSEPORT (python -m auth_api); default: CPU count.")
     gateway_account_cache_ttl_s: float = Field(
         1.0, ge=0, description="How long a gateway process trusts its cached copy of an account's role/active state (s).")
     gateway_max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes); larger -> 413.")

@@ -150,6 +150,20 @@ def gateway() -> Dashboard:
         Panel("Upstream latency p99 by protocol", (
             _q(f"histogram_quantile(0.99, sum by (le, protocol) (rate(gateway_upstream_duration_seconds_bucket{RATE})))", "{{protocol}}"),),
               unit="s"),
+        Panel("WebSocket connections", (_q("sum(gateway_ws_connections)", "open"),),
+              description="Open, authenticated /api/v1/ws connections."),
+        Panel("WebSocket frames/s: received, answered, failed, dropped", (
+            _q(f"sum(rate(gateway_ws_frames_received_total{RATE}))", "received"),
+            _q(f"sum(rate(gateway_ws_frames_answered_total{RATE}))", "answered"),
+            _q(f"sum(rate(gateway_ws_frames_failed_total{RATE}))", "failed"),
+            _q(f"sum by (reason) (rate(gateway_ws_frames_dropped_total{RATE}))", "dropped ({{reason}})"),
+        ), unit="ops", description="Dropped: a newer frame replaced a waiting one (backpressure) or over the user's quota."),
+        Panel("WebSocket frame latency", (
+            _q(f"histogram_quantile(0.5, sum by (le) (rate(gateway_ws_frame_duration_seconds_bucket{RATE})))", "p50"),
+            _q(f"histogram_quantile(0.99, sum by (le) (rate(gateway_ws_frame_duration_seconds_bucket{RATE})))", "p99"),
+        ), unit="s", description="From a frame's receipt to its answer being queued for the client."),
+        Panel("WebSocket closes/s by reason", (_q(f"sum by (reason) (rate(gateway_ws_closed_total{RATE}))", "{{reason}}"),),
+              unit="ops", description="Closed by the gateway: auth, idle, too_big, slow_client, too_many_connections."),
     ], model_variable=False)
 
 

@@ -188,6 +188,11 @@ class WsMetrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.closed = Counter("gateway_ws_closed_total", "WebSocket connections closed by the gateway, by reason.", ["reason"],
                               registry=r)
+        # Every reason is exported from the start (at 0), so rates and alerts see a series before the first event.
+        for reason in ("backpressure", "rate_limited"):
+            self.dropped.labels(reason)
+        for reason in ("auth", "idle", "too_big", "slow_client", "too_many_connections"):
+            self.closed.labels(reason)
 
 
 class _BoundedModel:

@@ -17,9 +17,9 @@ async def authorize(gw: Gateway, authorization: str | None, x_api_key: str | Non
         if not gw.settings.gateway_allow_anonymous:
             gw.metrics.auth_failures.labels("missing_credentials").inc()
             raise Unauthorized("authentication required", code="missing_credentials")
-        take(gw, f"ip:{client_host or 'unknown'}")
+        await take(gw, f"ip:{client_host or 'unknown'}")
         return ANONYMOUS
-    take(gw, p.bucket)
+    await take(gw, p.bucket)
     if p.kind == "api_key" and "predict" not in p.scopes:
         raise Forbidden("this API key lacks the 'predict' scope", code="missing_scope")
     # Usage dashboard: requests per caller by numeric id (no names in /metrics; bounded in count_principal).
@@ -27,10 +27,10 @@ async def authorize(gw: Gateway, authorization: str | None, x_api_key: str | Non
     return p
 
 
-def take(gw: Gateway, bucket: str) -> None:
+async def take(gw: Gateway, bucket: str) -> None:
     """One token from ``bucket``'s rate limit; counts refusals."""
     try:
-        gw.buckets.take(bucket)
+        await gw.buckets.take(bucket)
     except RateLimited:
         gw.metrics.rate_limited.inc()
         raise

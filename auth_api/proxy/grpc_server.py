@@ -70,7 +70,7 @@ class _Proxy(grpc.GenericRpcHandler):
                     self.gw.metrics.auth_failures.labels("missing_credentials").inc()
                     raise Unauthorized("authentication required: send 'authorization: Bearer <token>' metadata")
                 p = ANONYMOUS
-            self.gw.buckets.take(p.bucket if p is not ANONYMOUS else f"ip:{context.peer()}")
+            await self.gw.buckets.take(p.bucket if p is not ANONYMOUS else f"ip:{context.peer()}")
         except Unauthorized as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
         except RateLimited:

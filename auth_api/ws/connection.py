@@ -250,7 +250,7 @@ class Connection:
     async def _answer(self, frame: frames.Frame) -> None:
         gw, p = self.gw, self.principal
         try:
-            take(gw, p.bucket if p.kind != "anonymous" else f"ip:{self.client_ip or 'unknown'}")
+            await take(gw, p.bucket if p.kind != "anonymous" else f"ip:{self.client_ip or 'unknown'}")
         except RateLimited:
             self.drop("rate_limited")
             return

@@ -40,7 +40,9 @@ class Stack:
                     "MLSTACK_TRITON_HTTP_PORT": str(triton.settings.triton_http_port),
                     "MLSTACK_TRITON_GRPC_PORT": str(triton.settings.triton_grpc_port),
                     "MLSTACK_GATEWAY_INGESTER": "external", "MLSTACK_GATEWAY_HISTORY_FLUSH_INTERVAL_S": "0.02",
-                    "MLSTACK_GATEWAY_HISTORY_BATCH_SIZE": "25", "MLSTACK_INGESTER_METRICS_PORT": "0"}
+                    "MLSTACK_GATEWAY_HISTORY_BATCH_SIZE": "25", "MLSTACK_INGESTER_METRICS_PORT": "0",
+                    # one process, one journal writer (N workers: tests/auth_api/test_workers.py)
+                    "MLSTACK_GATEWAY_WORKERS": "1"}
         self.procs: list[subprocess.Popen[bytes]] = []
         self.gateway: subprocess.Popen[bytes] | None = None
         self.ingester: subprocess.Popen[bytes] | None = None

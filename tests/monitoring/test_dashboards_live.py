@@ -77,6 +77,7 @@ def test_gateway_panels_return_data(triton: TritonFixture, tmp_path: Path) -> No
                 inp.set_data_from_numpy(np.array([IRIS_ROW], dtype=np.float32))
                 result = client.infer("iris-logreg", [inp], headers={"authorization": f"Bearer {token}"})
                 assert result.as_numpy("label") is not None
+            ws_traffic(url, token)
             assert missing_data(prom, queries) == []
 
 
@@ -94,3 +95,18 @@ def test_bento_panels_return_data(bento: BentoFixture, tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert bento.post("predict_records", {"model": "nope", "records": [record]}).status_code == 404
         assert missing_data(prom, queries) == []
+
+
+def ws_traffic(url: str, token: str) -> None:
+    """A WebSocket stream: answered frames (frame latency) for the Gateway dashboard's WebSocket panels."""
+    from websockets.sync.client import connect
+
+    from loadtests.ws_frames import digit_pngs
+
+    with connect(url.replace("http://", "ws://") + "/api/v1/ws", additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        ws.recv(timeout=10)  # ready
+        ws.send('{"command": "config", "model": "digits-cnn"}')
+        ws.recv(timeout=10)
+        for _label, png in digit_pngs()[:5]:
+            ws.send(png)
+            ws.recv(timeout=10)

@@ -1,4 +1,4 @@
-"""Attack suite, issue 10 item 1: declared tensor shapes are bounded by the model's config before Triton sees them.
+"""Attack suite: declared tensor shapes are bounded by the model's config before Triton sees them.
 
 A ~100-byte request declaring 1e9 rows made Triton allocate ~20 GB and get OOM-killed. Through the gateway it is now
 a fast 400 on every transport (HTTP JSON, binary extension, gzip, gRPC unary and stream, REST predict), Triton's memory

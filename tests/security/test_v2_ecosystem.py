@@ -1,4 +1,4 @@
-"""Attack suite / ecosystem, issue 10 item 13: stock tritonclient works through the gateway, its errors included.
+"""Attack suite / ecosystem: stock tritonclient works through the gateway, its errors included.
 
 ``get_model_repository_index()`` and ``get_inference_statistics()`` answer over HTTP as over gRPC (statistics for
 engineers and admins only, on both transports), and the gateway's own refusals on ``/v2/...`` (401, 403, 404, 413,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from auth_api import workers
 from auth_api.core.errors import Unauthorized
 from auth_api.deps import GatewayDep
 from auth_api.readiness import readiness_of
@@ -18,8 +20,9 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health/live")
 async def live() -> dict[str, str]:
-    """The process is up."""
-    return {"status": "ok"}
+    """The process is up (and, under auth_api.serve, which worker answered)."""
+    info = workers.current()
+    return {"status": "ok"} if info is None else {"status": "ok", "worker": str(info.index), "pid": str(os.getpid())}
 
 
 @router.get("/health/ready", responses={503: {"description": "a required dependency (database or Triton) is not ready"}})
@@ -40,7 +43,10 @@ async def ready(gw: GatewayDep) -> Any:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, gw: GatewayDep) -> Response:
-    """Prometheus exposition of this app's registry; behind ``Authorization: Bearer`` when a metrics token is set."""
+    """Prometheus exposition of this app's registry (every worker's, labelled ``worker``, under auth_api.serve).
+
+    Behind ``Authorization: Bearer`` when a metrics token is set.
+    """
     token = gw.settings.gateway_metrics_token
     if token is not None and token.get_secret_value():
         scheme, _, sent = request.headers.get("authorization", "").partition(" ")
@@ -48,4 +54,4 @@ async def metrics(request: Request, gw: GatewayDep) -> Response:
         if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.get_secret_value().encode()):
             raise Unauthorized("/metrics requires 'Authorization: Bearer <MLSTACK_GATEWAY_METRICS_TOKEN>'",
                                code="metrics_token_required")
-    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(await workers.exposition(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,149 @@
+"""What a gateway process knows about its siblings when ``auth_api.serve`` runs N of them on one port.
+
+The supervisor gives each worker its index, the worker count and a per-start directory (``var/gateway-workers/<pid>``)
+through the environment. Each worker answers its Prometheus exposition on a Unix socket there; ``/metrics`` on any
+worker reads every sibling's socket and merges the texts with a ``worker`` label, so one scrape sees all workers.
+A single process (no supervisor) has none of this: its exposition is its own registry, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+logger = logging.getLogger(__name__)
+
+ENV_INDEX = "MLSTACK_GATEWAY_WORKER_INDEX"
+ENV_COUNT = "MLSTACK_GATEWAY_WORKER_COUNT"
+ENV_DIR = "MLSTACK_GATEWAY_WORKER_DIR"
+SIBLING_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    index: int
+    count: int
+    directory: Path
+
+    def socket_path(self, index: int | None = None) -> Path:
+        return self.directory / f"metrics-{self.index if index is None else index}.sock"
+
+
+def current() -> WorkerInfo | None:
+    """This process's place among the workers, or None when it serves alone."""
+    directory = os.environ.get(ENV_DIR)
+    if not directory:
+        return None
+    return WorkerInfo(int(os.environ.get(ENV_INDEX, "0")), int(os.environ.get(ENV_COUNT, "1")), Path(directory))
+
+
+def worker_count() -> int:
+    """How many processes share this gateway's port (1 without the supervisor)."""
+    info = current()
+    return info.count if info is not None else 1
+
+
+STARTED_WAIT_S = 120.0
+
+
+def started_marker(directory: Path, index: int) -> Path:
+    return directory / f"started-{index}"
+
+
+async def started_together(info: WorkerInfo) -> None:
+    """Mark this worker started, then wait (bounded) for the others; a restarted worker finds them all started."""
+    started_marker(info.directory, info.index).touch()
+    deadline = asyncio.get_running_loop().time() + STARTED_WAIT_S
+    while not all(started_marker(info.directory, i).exists() for i in range(info.count)):
+        if asyncio.get_running_loop().time() > deadline:
+            logger.warning("gateway worker %d: not every sibling started within %.0f s; serving anyway", info.index,
+                           STARTED_WAIT_S)
+            return
+        await asyncio.sleep(0.05)
+
+
+async def serve_exposition(info: WorkerInfo, registry: CollectorRegistry) -> asyncio.AbstractServer:
+    """Answer every connection to this worker's socket with its exposition text, then close it."""
+    path = info.socket_path()
+    path.unlink(missing_ok=True)  # left by this index's previous (killed) process
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(own_exposition(info, registry))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_unix_server(answer, path=str(path))
+
+
+def own_exposition(info: WorkerInfo, registry: CollectorRegistry) -> bytes:
+    pid = (f"# HELP gateway_worker_pid Process id of each gateway worker.\n# TYPE gateway_worker_pid gauge\n"
+           f"gateway_worker_pid {os.getpid()}\n").encode()
+    return generate_latest(registry) + pid
+
+
+async def _sibling(path: Path) -> bytes | None:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), SIBLING_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return None  # a worker being restarted: the next scrape sees it again
+    try:
+        return await asyncio.wait_for(reader.read(), SIBLING_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
+async def exposition(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text for a scrape: this registry alone, or every worker's merged under a ``worker`` label."""
+    info = current()
+    if info is None:
+        return generate_latest(registry)
+    texts: dict[int, bytes | None] = {info.index: own_exposition(info, registry)}
+    others = [i for i in range(info.count) if i != info.index]
+    for i, text in zip(others, await asyncio.gather(*(_sibling(info.socket_path(i)) for i in others)), strict=True):
+        texts[i] = text
+    return merge({i: t for i, t in sorted(texts.items()) if t is not None})
+
+
+def merge(texts: dict[int, bytes]) -> bytes:
+    """Families of every worker's text, each family's samples together (the text format wants one group per name)."""
+    headers: dict[str, list[bytes]] = {}
+    samples: dict[str, list[bytes]] = {}
+    for index, text in texts.items():
+        label = f'worker="{index}"'.encode()
+        family = ""
+        for line in text.splitlines():
+            if line.startswith(b"# HELP "):
+                family = line.split(b" ", 3)[2].decode()
+                if family not in headers:
+                    headers[family] = [line]
+                    samples[family] = []
+                continue
+            if line.startswith(b"#"):
+                if len(headers.get(family, ())) == 1:
+                    headers[family].append(line)
+                continue
+            if not line or not family:
+                continue
+            samples[family].append(_labelled(line, label))
+    out = []
+    for family, head in headers.items():
+        out.extend(head)
+        out.extend(samples[family])
+    return b"\n".join(out) + b"\n"
+
+
+def _labelled(line: bytes, label: bytes) -> bytes:
+    brace, space = line.find(b"{"), line.find(b" ")
+    if brace != -1 and (space == -1 or brace < space):
+        rest = line[brace + 1:]
+        return line[:brace + 1] + label + (b"," if not rest.startswith(b"}") else b"") + rest
+    return line[:space] + b"{" + label + b"}" + line[space:]
