@@ -161,8 +161,10 @@ class Settings(BaseSettings):
     gateway_ws_max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest WebSocket message; larger -> close 1009.")
     gateway_ws_max_connections_per_user: int = Field(8, ge=1, description="Open WebSockets per user or API key; more -> close 1008.")
     gateway_ws_idle_timeout_s: float = Field(60.0, gt=0, description="A WebSocket with no client message for this long is closed (1001).")
-    gateway_ws_auth_timeout_s: float = Field(5.0, gt=0, description="Time a WebSocket has to send its auth message when it came without credentials.")
-    gateway_ws_send_queue: int = Field(64, ge=4, description="Answers queued for a WebSocket client; a client that lets it fill is closed (1008).")
+    gateway_ws_auth_timeout_s: float = Field(
+        5.0, gt=0, description="Time a WebSocket has to send its auth message when it came without credentials.")
+    gateway_ws_send_queue: int = Field(
+        64, ge=4, description="Answers queued for a WebSocket client; a client that lets it fill is closed (1008).")
     gateway_ws_decode_workers: int = Field(2, ge=1, description="Threads decoding WebSocket image frames (the event loop never decodes).")
 
     # --- object storage (stored inputs, signed downloads) ---------------------------------------

@@ -79,6 +79,7 @@ def test_triton_command_matches_the_launcher(name: str) -> None:
     except Exception as exc:  # the binary is located to build argv; say so instead of a bare traceback
         pytest.fail(f"cannot derive the launcher's tritonserver flags: {exc}", pytrace=False)
     for flag in ("http-port", "grpc-port", "metrics-port", "model-control-mode", "repository-poll-secs", "strict-readiness",
+                 "exit-on-error",
                  "exit-timeout-secs", "cache-config", "allow-metrics"):
         assert compose.get(flag) == local.get(flag), f"{name}: --{flag} is {compose.get(flag)!r}, the launcher uses {local.get(flag)!r}"
     assert compose["model-repository"] == "/models"

@@ -204,6 +204,19 @@ def test_rate_limit_without_redis_is_each_workers_share(start: Any) -> None:
     assert infer_counts(w.scrape()) == {"0": burst / 2, "1": burst / 2}
 
 
+def test_redis_down_falls_back_to_each_workers_share_and_readiness_says_so(start: Any) -> None:
+    burst = 10
+    (dead,) = free_ports(1)
+    w = start(MLSTACK_REDIS_URL=f"redis://127.0.0.1:{dead}/0", MLSTACK_GATEWAY_RATE_LIMIT_RPS="0.001",
+              MLSTACK_GATEWAY_RATE_LIMIT_BURST=str(burst))
+    token = w.user_token("limited")
+    codes = _burst(w.url, token, 30)
+    assert set(codes) <= {200, 429} and codes.count(200) == burst, codes  # never a failed request: the local shares
+    ready = httpx.get(f"{w.url}/health/ready").json()
+    assert ready["status"] == "ready" and "redis" in ready["degraded"]
+    assert "rate limits" in ready["dependencies"]["redis"]["impact"]
+
+
 def test_key_revoked_through_one_worker_is_refused_by_the_other_within_100_ms(start: Any, redis_db: str) -> None:
     w = start(MLSTACK_REDIS_URL=redis_db)
     admin = {"Authorization": f"Bearer {w.token()}"}

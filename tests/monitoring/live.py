@@ -96,6 +96,7 @@ def gateway_process(settings: Settings, log: Path) -> Iterator[str]:
            "MLSTACK_GATEWAY_GRPC_PORT": str(settings.gateway_grpc_port),
            "MLSTACK_ADMIN_PASSWORD": settings.admin_password.get_secret_value() if settings.admin_password else "",
            "MLSTACK_GATEWAY_HISTORY_FLUSH_INTERVAL_S": "0.05",
+           "MLSTACK_GATEWAY_PREDICTION_CACHE": "true" if settings.gateway_prediction_cache else "false",
            "MLSTACK_GATEWAY_METRICS_TOKEN": settings.gateway_metrics_token.get_secret_value() if settings.gateway_metrics_token else ""}
     url = f"http://127.0.0.1:{settings.gateway_http_port}"
     with open(log, "wb") as out:
