@@ -143,10 +143,12 @@ class OutboxSender:
         await run_in_threadpool(self._mark_sent, row.id)
 
     def _write_eml(self, row: OutboxMessage, msg: EmailMessage) -> Path:
-        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # messages carry codes: owner-only
         path = self.outbox_dir / f"{row.created_at:%Y%m%dT%H%M%S}-{row.id:06d}.eml"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(msg.as_bytes())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msg.as_bytes())
         os.replace(tmp, path)  # readers never see half a message
         return path
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
+from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
 
 from auth_api import crud, queries, stored_inputs
 from auth_api.api.params import MAX_ID, Offset
 from auth_api.authn import Principal
 from auth_api.core.errors import NotFound
-from auth_api.deps import GatewayDep, SessionDep, UserPrincipal
-from auth_api.journal import canonical_id, id_age_s
+from auth_api.deps import GatewayDep, UserPrincipal
+from auth_api.ingester import committed
+from auth_api.journal import canonical_id, id_age_s, segments
 from auth_api.models import Feedback, FeedbackCreate, FeedbackPublic, HistoryPage, Prediction, PredictionPublic
 from auth_api.state import Gateway
 from auth_api.storage_models import PredictionDetail
@@ -33,14 +36,47 @@ PredictionKey = Annotated[str, Path(pattern=r"^([0-9]{1,10}|[0-9a-fA-F-]{32,36})
                                     description="The prediction id (a UUID) a response carried, or a row's integer id.")]
 
 
+def _journal_ends(directory: FsPath) -> list[tuple[str, int]]:
+    """(segment, size) of every writer's newest journal segment: what has been acknowledged so far."""
+    ends = []
+    for segs in segments(directory).values():
+        try:
+            ends.append((segs[-1].name, segs[-1].path.stat().st_size))
+        except FileNotFoundError:  # ingested whole and deleted meanwhile
+            continue
+    return ends
+
+
+async def caught_up(gw: Gateway, timeout_s: float) -> bool:
+    """Wait (bounded) until the ingester has made rows of every prediction acknowledged before this call, by any worker."""
+    directory = gw.journal.directory
+    ends = await run_in_threadpool(_journal_ends, directory)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = [e for e in ends if not await run_in_threadpool(committed, gw.engine, directory, *e)]
+        if not pending or time.monotonic() >= deadline:
+            return not pending
+        if gw.ingester is not None:
+            gw.ingester.ingester.wake()
+        ends = pending
+        await asyncio.sleep(POLL_S)
+
+
 @router.get("", response_model=HistoryPage)
-def list_history(p: UserPrincipal, db: SessionDep, model: str | None = None, version: str | None = None,
-                 status: Annotated[int | None, Query(ge=100, le=599)] = None, since: datetime | None = None,
-                 until: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                 offset: Offset = 0) -> HistoryPage:
-    """Predictions, newest first; filter by model, version, status and time."""
-    rows, total = queries.history(db, p, model=model, version=version, status=status, since=since, until=until,
-                                  limit=limit, offset=offset)
+async def list_history(p: UserPrincipal, gw: GatewayDep, model: str | None = None, version: str | None = None,
+                       status: Annotated[int | None, Query(ge=100, le=599)] = None, since: datetime | None = None,
+                       until: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                       offset: Offset = 0) -> HistoryPage:
+    """Predictions, newest first; filter by model, version, status and time. Includes every prediction answered before
+    the call (the list waits, at most ``gateway_history_read_wait_s``, for the journal's ingester to catch up)."""
+    await caught_up(gw, gw.settings.gateway_history_read_wait_s)
+
+    def page(db: Session) -> tuple[list[Prediction], int]:
+        return queries.history(db, p, model=model, version=version, status=status, since=since, until=until,
+                               limit=limit, offset=offset)
+
+    with Session(gw.engine) as db:
+        rows, total = await run_in_threadpool(page, db)
     return HistoryPage(items=[PredictionPublic.model_validate(r, from_attributes=True) for r in rows], total=total,
                        limit=limit, offset=offset)
 
