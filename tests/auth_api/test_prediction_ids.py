@@ -116,6 +116,18 @@ def test_rest_predict_returns_the_id_in_body_and_header(tgw: RunningGateway) -> 
         assert fail["status"] == 404 and fail["error_code"] == "model_not_found"
 
 
+def test_history_list_right_after_predictions_includes_them(tgw: RunningGateway) -> None:
+    token = tgw.create_user("lisa")
+    with tgw.client(token) as c:
+        ids = []
+        for i in range(20):
+            r = c.post("/v2/models/iris-logreg/infer", json=_v2_body([5.0 + i / 10, 3.0, 1.4, 0.2]))
+            assert r.status_code == 200, r.text
+            ids.append(r.headers["X-Prediction-Id"])
+        page = c.get("/api/v1/history", params={"limit": 100}).json()  # no flush, no sleep: what a client would do
+    assert page["total"] == 20 and {row["prediction_id"] for row in page["items"]} == set(ids)
+
+
 def _infer_request(model: str) -> bytes:
     req = service_pb2.ModelInferRequest(model_name=model, id="grpc-req")
     t = req.inputs.add(name="input", datatype="FP32", shape=[1, 4])
