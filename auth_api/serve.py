@@ -106,8 +106,10 @@ class Supervisor:
     """Keeps ``count`` worker processes running until told to stop."""
 
     def __init__(self, settings: Settings, count: int):
+        from auth_api import workers
+
         self.settings, self.count = settings, count
-        self.directory = settings.var_dir / "gateway-workers" / str(os.getpid())
+        self.directory = workers.socket_directory(settings.var_dir, os.getpid())
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
         self.failures: dict[int, int] = {}
@@ -149,7 +151,7 @@ class Supervisor:
 
     def run(self) -> int:
         shutil.rmtree(self.directory, ignore_errors=True)
-        self.directory.mkdir(parents=True)
+        self.directory.mkdir(mode=0o700, parents=True)  # the sockets answer metrics without a token: owner-only
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         ports = self._reserve_ports()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,19 @@ class WorkerInfo:
 
     def socket_path(self, index: int | None = None) -> Path:
         return self.directory / f"metrics-{self.index if index is None else index}.sock"
+
+
+# Linux caps a Unix socket path at 107 bytes; "metrics-NN.sock" must fit after the directory.
+MAX_SOCKET_DIR = 107 - len("/metrics-00.sock")
+
+
+def socket_directory(var_dir: Path, supervisor_pid: int) -> Path:
+    """Where the workers of one supervisor keep their sockets: under ``var_dir`` when the path is short enough, else a
+    private folder in the system's temp directory (a deep ``var_dir`` must not stop the gateway from starting)."""
+    preferred = var_dir.absolute() / "gateway-workers" / str(supervisor_pid)
+    if len(os.fsencode(preferred)) <= MAX_SOCKET_DIR:
+        return preferred
+    return Path(tempfile.gettempdir()) / f"mlstack-gw-{os.getuid()}-{supervisor_pid}"
 
 
 def current() -> WorkerInfo | None:

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +292,12 @@ def test_kill_9_of_one_worker_under_load(start: Any) -> None:
         assert time.monotonic() < deadline, "the supervisor did not restart the killed worker\n" + w.log()
         time.sleep(0.2)
     assert w.proc.poll() is None
+
+
+def test_a_deep_var_dir_still_gets_unix_socket_paths_that_fit(tmp_path: Path) -> None:
+    from auth_api import workers
+
+    short = workers.socket_directory(tmp_path / "var", 4242)
+    assert short == (tmp_path / "var").absolute() / "gateway-workers" / "4242"
+    deep = workers.socket_directory(tmp_path / ("nested-" * 20) / "var", 4242)  # a bench report folder, say
+    assert len(os.fsencode(deep / "metrics-99.sock")) <= 107 and str(deep).startswith(tempfile.gettempdir())
