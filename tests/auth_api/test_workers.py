@@ -140,7 +140,8 @@ def redis_db() -> Iterator[str]:
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
+        pytest.fail("Redis is not reachable on 127.0.0.1:6379: install and start it (apt-get install redis-server; "
+                    "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '')", pytrace=False)
     for key in client.scan_iter("mlstack:rl:*"):
         client.delete(key)
     yield REDIS_URL

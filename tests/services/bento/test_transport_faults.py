@@ -38,18 +38,22 @@ async def _hammer(url: str, token: str, images: list[bytes], seconds: float) -> 
         async def client(i: int) -> None:
             n = i
             while time.monotonic() < deadline:
-                r = await c.post("/api/v1/tasks/classify_image", files={"image": ("d.png", images[n % len(images)], "image/png")})
-                codes[r.status_code] += 1
+                try:
+                    r = await c.post("/api/v1/tasks/classify_image",
+                                     files={"image": ("d.png", images[n % len(images)], "image/png")})
+                except httpx.TransportError:  # client <-> gateway connection (keep-alive race), not between our tiers
+                    codes[0] += 1
+                else:
+                    codes[r.status_code] += 1
                 n += CLIENTS
 
         await asyncio.gather(*(client(i) for i in range(CLIENTS)))
     return codes
 
 
-def test_classify_image_under_concurrency_has_no_500(tmp_path: Path, db_url: str, triton: TritonFixture,
-                                                    bento_triton: BentoFixture) -> None:
-    if "postgres" in db_url:
-        pytest.skip("the transport path does not depend on the database; measured once, on SQLite")
+def test_classify_image_under_concurrency_has_no_500(tmp_path: Path, triton: TritonFixture, bento_triton: BentoFixture) -> None:
+    # The transport path does not depend on the database: measured once, on SQLite (no PostgreSQL variant to skip).
+    db_url = f"sqlite:///{tmp_path / 'gateway.db'}"
     digits = load_digits()
     images = [render_digit(digits.images[i] / 16.0) for i in range(64)]
     with _gateway_over(tmp_path, db_url, triton, bento_triton.settings.bento_port) as gw:
@@ -60,8 +64,11 @@ def test_classify_image_under_concurrency_has_no_500(tmp_path: Path, db_url: str
         retries = get_client(gw.state.extras).retries
     print(f"\nclassify_image x{CLIENTS} for {SECONDS:.0f}s: {dict(codes)}; gateway->bento retries: {retries}")
     assert sum(codes.values()) > 100
-    assert codes[500] == 0 and set(codes) <= {200, 503}, codes
+    assert codes[500] == 0 and set(codes) <= {0, 200, 503}, codes
     assert codes[503] <= sum(codes.values()) * 0.01, codes
+    # A dropped client connection is seen on this box about once per several thousand requests (a pooled keep-alive
+    # connection closed by the server as the next request was sent); it is no answer of ours, but it must stay rare.
+    assert codes[0] <= max(1, sum(codes.values()) // 1000), codes
 
 
 def test_task_service_gone_is_503_with_retry_after(tmp_path: Path, db_url: str, triton: TritonFixture) -> None:
