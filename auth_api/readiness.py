@@ -180,9 +180,12 @@ class Readiness:
         except UpstreamUnavailable as exc:
             return Probe("down", f"unreachable ({exc.details.get('reason', 'connection failed')})")
         models = model_states(json.loads(index.content)) if index.status == 200 else None
+        extra: dict[str, Any] = {"models": models}
+        if len(self.gw.upstream.urls) > 1:  # several replicas: up while any is; each one's state in the details
+            extra["replicas"] = self.gw.upstream.describe()
         if up.status != 200:
-            return Probe("down", f"/v2/health/ready answered HTTP {up.status}", extra={"models": models})
-        return Probe("up", extra={"models": models})
+            return Probe("down", f"/v2/health/ready answered HTTP {up.status}", extra=extra)
+        return Probe("up", extra=extra)
 
     async def _bento(self) -> Probe:
         client = self.gw.extras.get(BENTO_KEY)

@@ -52,6 +52,15 @@ class RateLimited(MlstackError):
 class UpstreamUnavailable(MlstackError):
     code = "upstream_unavailable"
     status = 503
+    # True when the upstream refused the connection or dropped it before any byte of an answer: the call can be sent
+    # to another replica (inference is idempotent).
+    unanswered = False
+
+
+class UpstreamRefused(UpstreamUnavailable):
+    """The upstream refused or reset the call before answering anything."""
+
+    unanswered = True
 
 
 class UpstreamTimeout(MlstackError):

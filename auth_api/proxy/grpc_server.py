@@ -19,6 +19,7 @@ from grpc import aio
 
 from auth_api.authn import ANONYMOUS, Principal
 from auth_api.core.errors import RateLimited, Unauthorized
+from auth_api.jobs.ownership import ensure_visible
 from auth_api.journal import new_prediction_id
 from auth_api.proxy import grpc_tensors
 from auth_api.proxy.grpc_peek import infer_model_name
@@ -27,6 +28,7 @@ from auth_api.proxy.records import RAW_HEADER, base_record, failure_record, jour
 from auth_api.proxy.tensors import check
 from auth_api.state import Gateway
 from mlstack.errors import MlstackError
+from mlstack.grpc_targets import channel_target
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +87,10 @@ class _Proxy(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "requires role 'engineer'")
         return p, forward
 
-    def _check(self, request: bytes) -> str:
+    def _check(self, request: bytes, p: Principal) -> str:
         """The request's id; TensorRejected / ModelNotFound unless the ModelInferRequest fits its model's config."""
         req = grpc_tensors.parse(request)
+        ensure_visible(self.gw.extras, p, req.model_name)  # another user's model answers as a missing one
         spec = self.gw.catalog.spec(req.model_name, req.model_version or None)
         check(spec, grpc_tensors.sent_inputs(req), self.gw.settings.gateway_max_tensor_elements)
         return str(req.id)
@@ -101,7 +104,7 @@ class _Proxy(grpc.GenericRpcHandler):
             p, md = await self._auth(method, context)
             if name == "ModelInfer":
                 try:
-                    self._check(request)
+                    self._check(request, p)
                 except MlstackError as exc:
                     self.gw.metrics.grpc_requests.labels(name, refusal_status(exc).name).inc()
                     await self.record_failure(p, context, request, int(exc.status), str(exc.code), start, 0.0)
@@ -167,7 +170,8 @@ def _peer_ip(context: aio.ServicerContext) -> str:
 async def start_grpc(gw: Gateway, host: str, port: int) -> tuple[aio.Server, aio.Channel, int]:
     """Start the pass-through server; returns (server, upstream channel, bound port)."""
     opts = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
-    channel = aio.insecure_channel(gw.settings.triton_grpc_url, options=opts)
+    target, lb_opts = channel_target(gw.settings.triton_grpc_targets)
+    channel = aio.insecure_channel(target, options=opts + lb_opts)
     server = aio.server(options=opts)
     server.add_generic_rpc_handlers([_Proxy(gw, channel)])
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -175,5 +179,5 @@ async def start_grpc(gw: Gateway, host: str, port: int) -> tuple[aio.Server, aio
         await channel.close()
         raise RuntimeError(f"cannot bind the gateway gRPC port {host}:{port}")
     await server.start()
-    logger.info("gateway gRPC listening on %s:%d -> %s", host, bound, gw.settings.triton_grpc_url)
+    logger.info("gateway gRPC listening on %s:%d -> %s", host, bound, target)
     return server, channel, bound

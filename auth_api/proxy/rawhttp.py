@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from auth_api.core.errors import UpstreamTimeout, UpstreamUnavailable
+from auth_api.core.errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
 
 _COALESCE_BYTES = 256 * 1024
 
@@ -139,8 +139,9 @@ class RawPool:
                     # A keep-alive connection the server had already closed: nothing was answered, send once more.
                     if reused and not conn.got_bytes and attempt == 0:
                         continue
-                    raise UpstreamUnavailable("inference server unavailable",
-                                              details={"upstream": upstream, "reason": "ServerDisconnected"}) from exc
+                    kind = UpstreamUnavailable if conn.got_bytes else UpstreamRefused
+                    raise kind("inference server unavailable",
+                               details={"upstream": upstream, "reason": "ServerDisconnected"}) from exc
                 except TimeoutError as exc:
                     conn.close()
                     raise UpstreamTimeout("inference server timed out", details={"upstream": upstream}) from exc
@@ -187,7 +188,7 @@ class RawPool:
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port), self.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamUnavailable("inference server unavailable",
+            raise UpstreamRefused("inference server unavailable",
                                       details={"upstream": upstream, "reason": type(exc).__name__}) from exc
         return conn, False
 

@@ -1,4 +1,5 @@
-"""Pooled async HTTP clients to Triton, created once per app; connection failures become a fast 503.
+"""Pooled async HTTP clients to Triton (one replica or several), created once per app; connection failures become a fast
+503, or a second try on another replica when the first one answered nothing.
 
 v2 infer (the hot path) goes through ``RawPool`` (``rawhttp``); everything else through one aiohttp session.
 
@@ -15,6 +16,7 @@ import aiohttp
 
 from auth_api.core.errors import UpstreamTimeout, UpstreamUnavailable
 from auth_api.proxy.rawhttp import RawPool
+from auth_api.proxy.replicas import Replica, ReplicaSet
 from mlstack.errors import ModelNotFound
 from mlstack.repository.layout import NAME_RE
 from mlstack.settings import Settings
@@ -56,48 +58,85 @@ class RawResponse:
 
 
 class Upstream:
-    """Forwards bytes to Triton's HTTP endpoint; never re-encodes bodies. ``start()`` inside the event loop."""
+    """Forwards bytes to Triton's HTTP endpoint(s); never re-encodes bodies. ``start()`` inside the event loop.
+
+    With several replicas (``MLSTACK_TRITON_URLS``) each infer call goes to the ready one with the fewest calls in
+    flight, and a call refused or reset before any byte of an answer is sent once more to another replica; other
+    calls (metadata, registry, health) go to any ready replica, the next one when a replica does not answer.
+    """
 
     def __init__(self, settings: Settings):
-        self.base_url = settings.triton_http_url
+        self.urls = settings.triton_http_urls
+        self.base_url = self.urls[0]
         self.pool_size = settings.gateway_upstream_pool_size
         self.timeout = aiohttp.ClientTimeout(total=settings.gateway_upstream_timeout_s,
                                              sock_connect=settings.gateway_upstream_connect_timeout_s)
-        self.session: aiohttp.ClientSession | None = None
-        self.raw: RawPool | None = None
+        self.health_interval_s = settings.gateway_upstream_health_interval_s
+        self.replicas: ReplicaSet | None = None
 
     async def start(self) -> None:
-        self.raw = RawPool(self.base_url, self.pool_size, self.timeout.sock_connect or 1.0, self.timeout.total or 30.0)
-        connector = aiohttp.TCPConnector(limit=self.pool_size, keepalive_timeout=30, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(
-            self.base_url, connector=connector, timeout=self.timeout, auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-        )
+        connect_s, total_s = self.timeout.sock_connect or 1.0, self.timeout.total or 30.0
+        replicas = []
+        for url in self.urls:
+            connector = aiohttp.TCPConnector(limit=self.pool_size, keepalive_timeout=30, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(
+                url, connector=connector, timeout=self.timeout, auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+            )
+            replicas.append(Replica(url, RawPool(url, self.pool_size, connect_s, total_s), session))
+        self.replicas = ReplicaSet(replicas, self.health_interval_s, min(self.health_interval_s, connect_s) + 0.5)
+        self.replicas.start()
+
+    def _replicas(self) -> ReplicaSet:
+        if self.replicas is None:
+            raise UpstreamUnavailable("gateway upstream client not started")
+        return self.replicas
 
     async def request(self, method: str, path: str, content: bytes | None = None,
                       headers: dict[str, str] | None = None, timeout: float | None = None) -> UpstreamResponse:
-        if self.session is None:
-            raise UpstreamUnavailable("gateway upstream client not started")
+        replicas = self._replicas()
+        replica = replicas.pick()
+        assert replica is not None
+        try:
+            return await self._request(replica, method, path, content, headers, timeout)
+        except UpstreamUnavailable as exc:
+            other = replicas.pick(exclude=replica)
+            if other is None:
+                raise
+            replica.mark(False, str(exc.details.get("reason", "unreachable")))
+            return await self._request(other, method, path, content, headers, timeout)
+
+    async def _request(self, replica: Replica, method: str, path: str, content: bytes | None,
+                       headers: dict[str, str] | None, timeout: float | None) -> UpstreamResponse:
         start = time.perf_counter()
         kw = {"timeout": aiohttp.ClientTimeout(total=timeout, sock_connect=self.timeout.sock_connect)} if timeout else {}
         try:
-            async with self.session.request(method, path, data=content, headers=headers, **kw) as resp:  # type: ignore[arg-type]
+            async with replica.session.request(method, path, data=content, headers=headers, **kw) as resp:  # type: ignore[arg-type]
                 body = await resp.read()
                 out = {k: v for k in FORWARD_RESPONSE_HEADERS if (v := resp.headers.get(k)) is not None}
                 return UpstreamResponse(resp.status, out, body, time.perf_counter() - start)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.ServerDisconnectedError,
                 aiohttp.ClientOSError) as exc:
-            raise UpstreamUnavailable("inference server unavailable", details={"upstream": self.base_url,
+            raise UpstreamUnavailable("inference server unavailable", details={"upstream": replica.url,
                                                                                "reason": type(exc).__name__}) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout("inference server timed out", details={"upstream": self.base_url}) from exc
+            raise UpstreamTimeout("inference server timed out", details={"upstream": replica.url}) from exc
 
     async def post_raw(self, path: str, body: bytes, headers: dict[bytes, bytes]) -> RawResponse:
         """POST ``body`` to ``path`` with the forwardable ones of the client's ``headers`` (lower-case bytes names)."""
-        if self.raw is None:
-            raise UpstreamUnavailable("gateway upstream client not started")
+        replicas = self._replicas()
         fwd = [(k, v) for k in _RAW_REQUEST_HEADERS if (v := headers.get(k)) is not None]
-        status, resp_headers, content, elapsed = await self.raw.post(path, body, fwd)
+        replica = replicas.pick()
+        assert replica is not None
+        try:
+            status, resp_headers, content, elapsed = await self._post(replica, path, body, fwd)
+        except UpstreamUnavailable as exc:
+            other = replicas.pick(exclude=replica) if exc.unanswered else None
+            if other is None:
+                raise
+            replica.mark(False, str(exc.details.get("reason", "refused")))
+            replica.retried_away += 1
+            status, resp_headers, content, elapsed = await self._post(other, path, body, fwd)
         out = [(b"content-length", str(len(content)).encode())]
         hlen = None
         for k, v in resp_headers:
@@ -107,8 +146,28 @@ class Upstream:
                     hlen = v
         return RawResponse(status, out, content, hlen, elapsed)
 
+    @staticmethod
+    async def _post(replica: Replica, path: str, body: bytes,
+                    fwd: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes, float]:
+        replica.outstanding += 1
+        replica.requests += 1
+        try:
+            return await replica.raw.post(path, body, fwd)
+        except UpstreamUnavailable:
+            replica.failures += 1
+            raise
+        finally:
+            replica.outstanding -= 1
+
+    def describe(self) -> list[dict[str, object]]:
+        """Each replica's state (for /health/ready)."""
+        return self.replicas.describe() if self.replicas is not None else [{"url": u, "ready": False} for u in self.urls]
+
     async def aclose(self) -> None:
-        if self.raw is not None:
-            self.raw.close()
-        if self.session is not None:
-            await self.session.close()
+        if self.replicas is None:
+            return
+        await self.replicas.stop()
+        for r in self.replicas:
+            r.raw.close()
+            await r.session.close()
+        self.replicas = None

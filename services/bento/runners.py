@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlstack.errors import ModelNotFound
+from mlstack.grpc_targets import channel_target
 from mlstack.repository import config as cfgmod
 from mlstack.repository.layout import versions
 from mlstack.settings import Settings
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 Tensors = dict[str, np.ndarray]
 # Rows sent per call in flight at once when a big request is split at the model's max_batch_size.
 CHUNK_CONCURRENCY = 4
+# tritonclient's own default (2**31 - 1): tensors as big as Triton accepts.
+MAX_GRPC_MESSAGE = 2**31 - 1
 
 
 class Runner(Protocol):
@@ -138,10 +141,11 @@ class LocalRunner:
 
 
 class TritonRunner:
-    """KServe v2 gRPC to Triton over one shared aio channel, with a per-request timeout."""
+    """KServe v2 gRPC to Triton (one replica or several, balanced) over one shared aio channel, with a per-request timeout."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, targets: str | list[str], timeout_s: float = 10.0) -> None:
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        self.url = ",".join(self.targets)
         self.timeout_s = timeout_s
         self._client: Any = None
         self._max_batch: dict[str, int] = {}
@@ -151,7 +155,9 @@ class TritonRunner:
         if self._client is None:
             import tritonclient.grpc.aio as grpcclient
 
-            self._client = grpcclient.InferenceServerClient(self.url)
+            target, lb_opts = channel_target(self.targets)
+            opts = [("grpc.max_send_message_length", MAX_GRPC_MESSAGE), ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE)]
+            self._client = grpcclient.InferenceServerClient(target, channel_args=opts + lb_opts)
         return self._client
 
     def _map_error(self, exc: Exception, model: str, version: int | None) -> Exception:
@@ -218,4 +224,4 @@ def make_runner(settings: Settings) -> Runner:
     """The runner ``settings.bento_runner`` names."""
     if settings.bento_runner == "local":
         return LocalRunner(Path(settings.repository))
-    return TritonRunner(settings.triton_grpc_url, settings.bento_runner_timeout_s)
+    return TritonRunner(settings.triton_grpc_targets, settings.bento_runner_timeout_s)

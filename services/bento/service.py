@@ -7,6 +7,7 @@ Run: ``bentoml serve services.bento.service:TaskService`` (env ``MLSTACK_*``). E
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from mlstack.settings import get_settings
 from services.bento import battery, explain, images
 from services.bento import records as recmod
 from services.bento.catalog import Catalog, Resolved
-from services.bento.errors import BadRequest, ImageTooLarge, InvalidRecords, RunnerUnavailable, UnsupportedModel
+from services.bento.errors import BadRequest, ImageTooLarge, InvalidRecords, RunnerTimeout, RunnerUnavailable, UnsupportedModel
 from services.bento.http_errors import ErrorShapeMiddleware, MultipartFieldGuard, guard
 from services.bento.worker import ROW_BATCH_SIZE, TensorWorker
 
@@ -65,16 +66,26 @@ def _retry_sync(call: Callable[[], Any]) -> Any:
         raise
 
 
-async def _retry_async(call: Callable[[], Awaitable[Any]]) -> Any:
-    """One retry on a transport failure; a second one is a 503 with Retry-After, never a 500."""
+async def _retry_async(call: Callable[[], Awaitable[Any]], deadline_s: float) -> Any:
+    """One retry on a transport failure or a call past ``deadline_s``; a second failure is a 503 (transport) or a
+    504 (deadline), never a 500 and never BentoML's own 120 s traffic timeout.
+
+    The deadline guards against a call that never answers (seen once in CI: a classify_image burst got BentoML's
+    "Not able to process the request in 120 seconds"; a fresh call goes out on a fresh pooled connection).
+    """
     try:
-        return await call()
+        return await asyncio.wait_for(call(), deadline_s)
+    except TimeoutError:
+        logger.warning("worker call got no answer in %g s; sending it once more", deadline_s)
     except Exception as exc:
         if not _transient(exc):
             raise
         logger.info("worker call failed in transport (%s); retrying once", type(exc).__name__)
     try:
-        return await call()
+        return await asyncio.wait_for(call(), deadline_s)
+    except TimeoutError as exc:
+        raise RunnerTimeout(f"the tensor worker did not answer within {deadline_s:g} s (twice)",
+                            details={"timeout_s": deadline_s, "attempts": 2}) from exc
     except Exception as exc:
         if _transient(exc):
             raise _unavailable(exc) from exc
@@ -106,14 +117,15 @@ class TaskService:
             # 8,190-byte line limit from ~1,700 rows; a big request is already a batch: send it as one tensor.
             return await self._infer_batch(model, samples)
         rows = [{"model": model.name, "version": model.version, "inputs": {model.input_name: s}} for s in samples]
-        res = await _retry_async(lambda: self.worker.to_async.infer_rows(rows))
+        res = await _retry_async(lambda: self.worker.to_async.infer_rows(rows), self.settings.bento_worker_call_timeout_s)
         for r in res:
             _raise_if_error(r)
         return model.by_role({k: np.stack([r["outputs"][k] for r in res]) for k in res[0]["outputs"]})
 
     async def _infer_batch(self, model: Resolved, x: np.ndarray) -> dict[str, np.ndarray]:
         res = await _retry_async(lambda: self.worker.to_async.infer(model=model.name, inputs={model.input_name: x},
-                                                                    version=model.version))
+                                                                    version=model.version),
+                                 self.settings.bento_worker_call_timeout_s)
         _raise_if_error(res)
         return model.by_role({k: np.asarray(v) for k, v in res["outputs"].items()})
 

@@ -16,7 +16,7 @@ from training.digits_common import split
 
 def _classify(bento: BentoFixture, data: bytes, name: str = "digit.png", **fields: str) -> dict:
     resp = bento.post("classify_image", files={"image": (name, data, "image/png")}, data=fields)
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == 200, f"{resp.text}\n--- task service log ---\n{bento.log_tail()}"
     return resp.json()
 
 
