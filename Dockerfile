@@ -8,6 +8,7 @@ COPY mlstack mlstack
 COPY training training
 COPY services services
 COPY auth_api auth_api
+COPY apps apps
 COPY loadtests loadtests
 COPY monitoring monitoring
 RUN pip install -c constraints.txt ".[serve,load]" && useradd --uid 1000 --create-home mlstack

@@ -43,7 +43,7 @@ test: install lint-only
 
 lint-only:
 	$(BIN)/ruff check .
-	$(BIN)/mypy mlstack training services auth_api loadtests monitoring
+	$(BIN)/mypy mlstack training services auth_api apps loadtests monitoring
 
 lint: install lint-only
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select, update
 
 from auth_api import codes, identities
+from auth_api.alerts import store as alert_store
 from auth_api.core import security
 from auth_api.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from auth_api.mail import outbox
@@ -183,6 +184,7 @@ def delete_user(db: Session, user: User, *, purge: bool) -> None:
     outbox.drop_unsent_for(db, user.id)
     db.execute(delete(AccountCode).where(col(AccountCode.user_id) == user.id))
     if purge:
+        alert_store.purge_user(db, user.id)
         mine = select(Prediction.id).where(col(Prediction.user_id) == user.id)
         db.execute(delete(Feedback).where(or_(col(Feedback.user_id) == user.id, col(Feedback.prediction_id).in_(mine))))
         db.execute(delete(Prediction).where(col(Prediction.user_id) == user.id))

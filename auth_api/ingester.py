@@ -243,6 +243,7 @@ def main() -> None:
     """``python -m auth_api.ingester``: ingest ``var/journal`` into the database until SIGTERM/SIGINT."""
     from prometheus_client import REGISTRY, start_http_server
 
+    from auth_api.alerts.engine import AlertHook
     from auth_api.catalog import Catalog
     from auth_api.core import db
     from mlstack.settings import get_settings
@@ -257,7 +258,7 @@ def main() -> None:
         start_http_server(settings.ingester_metrics_port, addr=settings.gateway_host)
     ing = Ingester(engine, settings.var_dir / "journal", Catalog(settings.repository).labels,
                    batch_size=settings.gateway_history_batch_size, poll_s=settings.gateway_history_flush_interval_s,
-                   metrics=IngestMetrics(REGISTRY))
+                   metrics=IngestMetrics(REGISTRY), hooks=[AlertHook()])
     stop = threading.Event()
     def on_signal(*_: Any) -> None:
         stop.set()

@@ -11,10 +11,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
+from apps.battery.routes import router as battery_router  # the battery-fleet app (composition root only)
 from auth_api import bootstrap, registry, stored_inputs, workers
 from auth_api.accounts import open_invalidations, start_invalidations, stop_invalidations
+from auth_api.alerts.engine import AlertHook
+from auth_api.alerts.metrics import AlertsCollector
+from auth_api.alerts.sender import WebhookSender
 from auth_api.api.docs import ERROR_RESPONSES, install_offline_docs
 from auth_api.api.routes import api_keys, auth, dashboard, files, health, history, models, predict, roles, tasks, users, v2
+from auth_api.api.routes.alert_rules import router as alert_rules_router
+from auth_api.api.routes.alerts import router as alerts_router
+from auth_api.api.routes.datasets import router as datasets_router
+from auth_api.api.routes.jobs import router as jobs_router
+from auth_api.api.routes.model_shares import router as model_shares_router
 from auth_api.authn import Authenticator
 from auth_api.catalog import Catalog
 from auth_api.core import db
@@ -25,13 +34,16 @@ from auth_api.core.metrics import GatewayMetrics, MetricsMiddleware
 from auth_api.core.security import TokenCodec, load_jwt_key
 from auth_api.core.throttle import LoginThrottle
 from auth_api.ingester import EmbeddedIngester, Ingester, IngestMetrics
+from auth_api.jobs.service import close_jobs, open_jobs
 from auth_api.journal import JournalWriter
 from auth_api.mail.sender import OutboxSender
 from auth_api.proxy import bento
 from auth_api.proxy.cache import open_cache
 from auth_api.proxy.fastpath import InferFastPath
 from auth_api.proxy.grpc_server import start_grpc
+from auth_api.proxy.replicas import ReplicaCollector
 from auth_api.proxy.upstream import Upstream
+from auth_api.repo_sync import RepositorySync
 from auth_api.state import Gateway
 from auth_api.ws.route import router as ws_router
 from mlstack.settings import Settings, get_settings
@@ -60,7 +72,8 @@ def _build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
     if settings.gateway_ingester == "embedded":
         ingester = EmbeddedIngester(Ingester(engine, journal_dir, catalog.labels, batch_size=settings.gateway_history_batch_size,
                                              poll_s=settings.gateway_history_flush_interval_s,
-                                             metrics=IngestMetrics(metrics.registry, metrics.history_written)))
+                                             metrics=IngestMetrics(metrics.registry, metrics.history_written),
+                                             hooks=[AlertHook()]))
     return Gateway(settings=settings, metrics=metrics, engine=engine, codec=codec,
                    auth=Authenticator(engine, codec, metrics, account_ttl_s=settings.gateway_account_cache_ttl_s,
                                       invalidations=open_invalidations(settings.redis_url)),
@@ -91,11 +104,15 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        repo_sync = RepositorySync(settings)  # an s3:// repository: its mirror first, the catalog reads it
+        await run_in_threadpool(repo_sync.start, (info := workers.current()) is None or info.index == 0)
         gw = await run_in_threadpool(_build_gateway, settings, metrics)
         metrics.bind_models(gw.catalog)  # model labels: repository models only
         if gw.ingester is not None:
             gw.ingester.start()
         await gw.upstream.start()
+        assert gw.upstream.replicas is not None
+        metrics.registry.register(ReplicaCollector(gw.upstream.replicas))
         await start_invalidations(gw.auth.invalidations)
         await bento.open_client(settings, gw.extras)
         pcache = open_cache(settings, metrics.registry, metrics.model_label, gw.extras)
@@ -104,13 +121,21 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
             server, channel, gw.grpc_port = await start_grpc(gw, settings.gateway_host, settings.gateway_grpc_port)
         mailer = gw.extras["mailer"] = OutboxSender(gw.engine, settings)
         mailer.start()
+        webhooks = gw.extras["webhooks"] = WebhookSender(gw.engine, settings)
+        webhooks.start()
+        if (info := workers.current()) is None or info.index == 0:  # alerts are counted from the DB: one exporter
+            metrics.registry.register(AlertsCollector(gw.engine))
         stored_inputs.open_store(gw)
+        await open_jobs(gw)  # training jobs + model shares; Ray starts on the first job
         app.state.gateway = gw
         try:
             yield
         finally:
             await stored_inputs.close_store(gw)  # inputs still being stored finish before the database goes
+            await run_in_threadpool(repo_sync.stop)
+            await close_jobs(gw)
             await mailer.stop()
+            await webhooks.stop()
             if server is not None:
                 await server.stop(grace=5)
             if channel is not None:
@@ -137,6 +162,12 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
     for r in (auth, users, roles, api_keys, history, dashboard, models, predict, tasks):
         api.include_router(r.router)
     api.include_router(files.router)
+    api.include_router(datasets_router)
+    api.include_router(jobs_router)
+    api.include_router(model_shares_router)
+    api.include_router(alert_rules_router)
+    api.include_router(alerts_router)
+    api.include_router(battery_router)
     api.include_router(ws_router)
     api.include_router(files.history_router)
     app.include_router(api)
@@ -145,7 +176,8 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
     if settings.gateway_cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.gateway_cors_origins, allow_credentials=True,
                            allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes,  # uploads: their own cap + framing
+                       larger={"/api/v1/datasets": max(settings.gateway_max_body_bytes, settings.dataset_max_bytes + 64 * 1024)})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
     return app

@@ -11,8 +11,8 @@ from sqlmodel import Field, SQLModel
 
 from auth_api import identities, passwords
 
-Role = Literal["admin", "engineer", "user"]
-ROLES: tuple[str, ...] = ("user", "engineer", "admin")
+Role = Literal["admin", "engineer", "user", "tester"]
+ROLES: tuple[str, ...] = ("tester", "user", "engineer", "admin")
 # ASCII only (after NFKC): an internationalised address would need SMTPUTF8 end to end; CR/LF can never pass.
 EMAIL_RE = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,63}$"
 # New usernames (inputs); stored names of older accounts may be up to 64 characters (UserBase).

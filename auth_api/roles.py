@@ -14,8 +14,14 @@ class RoleSpec:
 
 
 ROLES: tuple[RoleSpec, ...] = (
+    # A tester ranks with users (predicts, keeps history) but uploads no data: it lists, reads and trains on the
+    # sample datasets only (403 sample_data_only). Same rank, so it adds nothing to the roles above it.
+    RoleSpec("tester", 0, "Tries the stack on sample data: predictions, own history, sample datasets and jobs on them.",
+             ("predict", "history:own", "feedback", "dashboards", "api_keys:own", "account:own", "datasets:samples",
+              "jobs:samples")),
     RoleSpec("user", 0, "Uses the models: predictions, own history, feedback, dashboards, own API keys.",
-             ("predict", "history:own", "feedback", "dashboards", "api_keys:own", "account:own")),
+             ("predict", "history:own", "feedback", "dashboards", "api_keys:own", "account:own", "datasets:samples",
+              "jobs:samples", "datasets:own", "jobs:own")),
     RoleSpec("engineer", 1, "Publishes and manages model versions besides everything a user may do.",
              ("models:publish", "models:activate", "models:delete", "models:read")),
     RoleSpec("admin", 2, "Administers accounts besides everything an engineer may do.",
@@ -28,4 +34,4 @@ ROLE_RANK: dict[str, int] = {r.name: r.rank for r in ROLES}
 def permissions(role: str) -> list[str]:
     """Everything ``role`` may do, its own permissions and those of every lower rank."""
     rank = ROLE_RANK[role]
-    return [p for r in ROLES if r.rank <= rank for p in r.permissions]
+    return list(dict.fromkeys(p for r in ROLES if r.rank < rank or r.name == role for p in r.permissions))

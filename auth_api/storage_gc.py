@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, exists, update
 from sqlmodel import Session, col, select
 
+from auth_api.datasets.models import Dataset
 from auth_api.models import Prediction
 from auth_api.storage_models import PredictionInput, StoredObject
 from mlstack.storage import ObjectMissing, Storage
@@ -56,7 +57,8 @@ def gc(engine: Engine, storage: Storage, *, older_than_s: float, grace_s: float 
         db.execute(update(PredictionInput).where(expired).values(kept=False, object_key=None, reason="expired"))
         db.execute(update(PredictionInput).where(orphan).values(kept=False, object_key=None, reason="prediction_deleted"))
         needed = exists().where(col(PredictionInput.object_key) == col(StoredObject.key), kept)
-        unneeded = db.exec(select(StoredObject).where(col(StoredObject.touched_at) < settled, ~needed)).all()
+        dataset = exists().where(col(Dataset.object_key) == col(StoredObject.key))  # an uploaded dataset's file
+        unneeded = db.exec(select(StoredObject).where(col(StoredObject.touched_at) < settled, ~needed, ~dataset)).all()
         if dry_run:  # what the updates above would free, then nothing happened
             report.deleted_objects, report.deleted_bytes = len(unneeded), sum(o.size for o in unneeded)
             db.rollback()

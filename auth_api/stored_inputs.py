@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from auth_api.datasets.models import Dataset
 from auth_api.journal import id_age_s
 from auth_api.storage_models import PredictionDetail, PredictionInput, StoredObject
 from mlstack.settings import Settings
@@ -247,6 +248,8 @@ def delete_owner(engine: Engine, storage: Storage, owner: int) -> int:
             db.add(row)
         for obj in db.exec(select(StoredObject).where(StoredObject.owner_id == owner)).all():
             db.delete(obj)
+        for ds in db.exec(select(Dataset).where(Dataset.owner_id == owner)).all():  # their files went with the objects
+            db.delete(ds)
         db.commit()
     return deleted
 

@@ -53,12 +53,15 @@ def executable() -> str:
 
 def run(url: str, *, connections: int, duration_s: float, threads: int, mode: str = "random", width: int = 4,
         input_name: str = "input", token: str | None = None, log: Path | None = None, cpu_prefix: list[str] | None = None,
-        timeout_s: float = 10.0) -> WrkRun:
-    """POST v2 infer bodies to ``url`` (the full infer URL) for ``duration_s`` with ``connections`` open connections."""
+        timeout_s: float = 10.0, addrs: str | None = None) -> WrkRun:
+    """POST v2 infer bodies to ``url`` (the full infer URL) for ``duration_s`` with ``connections`` open connections.
+
+    ``addrs`` ("host:port,host:port"): thread i connects to address i mod len (same path and Host header), so several
+    servers share one wrk and one latency histogram."""
     threads = max(1, min(threads, connections))  # wrk refuses more threads than connections
     argv = [*(cpu_prefix or []), executable(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration_s))}s",
             "--timeout", f"{timeout_s:g}s", "--latency", "-s", str(SCRIPT), url, "--", mode, str(width), input_name]
-    env = {**os.environ, "MLSTACK_BENCH_TOKEN": token or ""}
+    env = {**os.environ, "MLSTACK_BENCH_TOKEN": token or "", "MLSTACK_BENCH_ADDRS": addrs or ""}
     logger.info("wrk: %s", " ".join(argv))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None

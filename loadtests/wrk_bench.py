@@ -1,7 +1,8 @@
 """`mlstack bench --engine wrk`: throughput legs driven by `wrk`, CPU per request of each server tree, medians over rounds.
 
-Scenarios: ``triton`` (Triton direct vs the baseline), ``gateway`` (direct, through the gateway, baseline) and ``cache``
-(through the gateway with the prediction cache on: every request a hit vs none). Every server is started once on free
+Scenarios: ``triton`` (Triton direct vs the baseline), ``gateway`` (direct, through the gateway, baseline), ``cache``
+(through the gateway with the prediction cache on: every request a hit vs none) and ``gateways`` (N gateways sharing
+Redis vs one, with and without Redis: loadtests/gateways_bench.py). Every server is started once on free
 ports and stays up, so the legs can alternate (d, g, b, d, g, b, ...) and share whatever noise the box has.
 """
 
@@ -44,6 +45,7 @@ class WrkOptions:
     repository: Path | None = None
     out_root: Path | None = None
     pin: bool = False
+    gateways: int = 1  # scenario gateways: how many gateways share Redis in the last leg
 
 
 @dataclass
@@ -56,10 +58,12 @@ class LegRun:
     cpu_ms: dict[str, float]  # server tree -> CPU ms per request
     load: tuple[float, float, float]  # load average when the leg ended
     cache_hits: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)  # scenario figures (gateways: Redis calls and µs per request)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "round": self.round, **self.run.as_dict(), "cpu_ms_per_request": self.cpu_ms,
-                "wrk_cpu_ms_per_request": self.wrk_cpu_ms, "load_average": list(self.load), "cache_hits": self.cache_hits}
+                "wrk_cpu_ms_per_request": self.wrk_cpu_ms, "load_average": list(self.load), "cache_hits": self.cache_hits,
+                **({"extra": self.extra} if self.extra else {})}
 
     @property
     def wrk_cpu_ms(self) -> float:
@@ -80,6 +84,7 @@ class LegSummary:
     cpu_ms: dict[str, float]
     wrk_cpu_ms: float
     cache_hits: float | None
+    extra: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, runs: list[LegRun]) -> LegSummary:
@@ -88,7 +93,8 @@ class LegSummary:
         return cls(name=runs[0].name, rounds=len(runs), requests=sum(r.run.requests for r in runs),
                    errors=sum(r.run.errors for r in runs), rps=med(r.run.rps for r in runs), p50_ms=med(r.run.p50_ms for r in runs),
                    p99_ms=med(r.run.p99_ms for r in runs), cpu_ms={k: med(r.cpu_ms[k] for r in runs) for k in runs[0].cpu_ms},
-                   wrk_cpu_ms=med(r.wrk_cpu_ms for r in runs), cache_hits=sum(hits) if hits else None)
+                   wrk_cpu_ms=med(r.wrk_cpu_ms for r in runs), cache_hits=sum(hits) if hits else None,
+                   extra={k: med(r.extra.get(k, 0.0) for r in runs) for k in dict.fromkeys(k for r in runs for k in r.extra)})
 
     @property
     def error_ratio(self) -> float:
@@ -107,6 +113,7 @@ class WrkReport:
     runs: list[LegRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     history: dict[str, int] | None = None
+    redis_rtt: dict[str, float] | None = None  # gateways: the token-bucket script's round trip from an idle client
 
     def legs(self) -> dict[str, LegSummary]:
         names = dict.fromkeys(r.name for r in self.runs)
@@ -124,14 +131,19 @@ class WrkReport:
         return {"engine": "wrk", "scenario": self.scenario, "connections": self.connections, "threads": self.threads,
                 "duration_s": self.duration_s, "model": self.model, "cpu_count": self.cpu_count,
                 "legs": {k: {**asdict(v), "error_ratio": v.error_ratio} for k, v in self.legs().items()},
-                "runs": [r.as_dict() for r in self.runs], "history": self.history, "notes": self.notes}
+                "runs": [r.as_dict() for r in self.runs], "history": self.history, "notes": self.notes,
+                **({"redis_rtt": self.redis_rtt} if self.redis_rtt is not None else {})}
 
 
 def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = lambda _m: None) -> WrkReport:
     """Start the scenario's servers, run its legs alternately for ``opts.rounds`` rounds, stop everything, report."""
-    if opts.scenario not in LEGS:
-        raise ValueError(f"the wrk engine runs {', '.join(LEGS)}; not {opts.scenario!r}")
+    if opts.scenario not in (*LEGS, "gateways"):
+        raise ValueError(f"the wrk engine runs {', '.join(LEGS)} and gateways; not {opts.scenario!r}")
     wrk.executable()  # fail before starting anything
+    if opts.scenario == "gateways":
+        from loadtests import gateways_bench
+
+        gateways_bench.require_redis(opts.gateways, settings.redis_url)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(opts.out_root or Path(settings.var_dir) / "bench") / f"{stamp}-{opts.scenario}-wrk"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +153,11 @@ def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = 
     wrk_cpus = generator_cpus() if opts.pin else cpus()
     threads = max(1, min(opts.threads or len(wrk_cpus), opts.connections))
     report = WrkReport(opts.scenario, out_dir, opts.connections, threads, opts.duration_s, opts.model, len(cpus()))
+    if opts.scenario == "gateways":
+        gateways_bench.run(opts, settings, report, progress)
+        _sanity(report, opts)
+        (out_dir / "summary.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        return report
     s = servers.bench_settings(settings, repository, out_dir / "var")
     pids: dict[str, list[int]] = {"triton": [], "gateway": [], "baseline": []}
     infer = f"/v2/models/{opts.model}/infer"

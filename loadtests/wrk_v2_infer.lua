@@ -1,13 +1,26 @@
 -- wrk script for `mlstack bench --engine wrk`: single-row KServe v2 JSON infer requests.
 -- Arguments (after `--`): mode ("random": a fresh random row per request, so no response or prediction cache can hit;
 -- "fixed": one constant body, every request a cache candidate), row width, input name.
--- The bearer token comes from MLSTACK_BENCH_TOKEN (kept off the command line). A response counts as bad unless it is
+-- The bearer token comes from MLSTACK_BENCH_TOKEN (kept off the command line). MLSTACK_BENCH_ADDRS ("host:port,...",
+-- optional) spreads the threads over several servers: thread i connects to address i mod n (`mlstack bench --gateways`). A response counts as bad unless it is
 -- 2xx with a non-empty "outputs" list; done() prints one JSON line (prefix MLSTACK_WRK_JSON) the harness parses.
 
 local threads = {}
 local next_id = 1
 
+local addrs = nil
+local spread = os.getenv("MLSTACK_BENCH_ADDRS")
+if spread ~= nil and spread ~= "" then
+  addrs = {}
+  for host, port in string.gmatch(spread, "([^,:]+):(%d+)") do
+    table.insert(addrs, wrk.lookup(host, port)[1])
+  end
+end
+
 function setup(thread)
+  if addrs ~= nil then
+    thread.addr = addrs[(next_id - 1) % #addrs + 1]
+  end
   thread:set("id", next_id)
   table.insert(threads, thread)
   next_id = next_id + 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLSTACK_", env_file=".env", extra="ignore")
 
     # --- paths -------------------------------------------------------------
-    repository: Path = Field(Path("model_repository"), description="Triton model repository folder.")
+    repository: Path = Field(
+        Path("model_repository"), description="Triton model repository: a folder, or s3://bucket/prefix (then this becomes "
+        "the local mirror under var_dir, repository_remote the bucket, and Triton serves the bucket directly).")
+    repository_remote: str = Field("", description="s3://bucket/prefix the repository lives in (set from an s3:// repository).")
+    repository_s3_endpoint_url: str | None = Field(None, description="S3 endpoint of the repository bucket (MinIO, moto); unset = AWS.")
+    repository_s3_region: str = Field("us-east-1", description="Region of the repository bucket.")
+    repository_s3_access_key_id: str | None = Field(None, description="Access key for the repository bucket; unset = boto3's chain.")
+    repository_s3_secret_access_key: SecretStr | None = Field(None, description="Secret key for the repository bucket.")
+    repository_sync_interval_s: float = Field(
+        2.0, gt=0, description="How often a gateway pulls an s3:// repository into its mirror (new versions' cards, labels).")
     var_dir: Path = Field(Path("var"), description="Runtime state: databases, keys, logs, pid files, bench reports.")
 
     # --- Triton ------------------------------------------------------------
@@ -25,6 +34,14 @@ class Settings(BaseSettings):
     triton_http_port: int = Field(8000, description="Triton HTTP/REST (KServe v2) port.")
     triton_grpc_port: int = Field(8001, description="Triton gRPC (KServe v2) port.")
     triton_metrics_port: int = Field(8002, description="Triton Prometheus metrics port.")
+    triton_urls: str = Field(
+        "", description="Comma-separated HTTP base URLs of several Triton replicas (e.g. http://t1:8000,http://t2:8000); "
+        "the gateway balances across them. Empty: the one Triton at triton_host:triton_http_port."
+    )
+    triton_grpc_urls: str = Field(
+        "", description="Comma-separated host:port gRPC endpoints of the same replicas, in the same order. Empty: "
+        "the one at triton_host:triton_grpc_port."
+    )
     triton_model_control_mode: Literal["poll", "explicit", "none"] = Field(
         "poll", description="poll: hot-load new versions; explicit: load/unload via the repository API."
     )
@@ -61,6 +78,10 @@ class Settings(BaseSettings):
         "triton", description="Tensor runner of the BentoML service: triton (gRPC to Triton) or local (in-process onnxruntime)."
     )
     bento_runner_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout of a runner call to Triton (seconds).")
+    bento_worker_call_timeout_s: float = Field(
+        45.0, gt=0, description="Deadline of one task-service call to its tensor worker (seconds); a call past it is sent once "
+        "more, then answered 504. Two attempts stay under the service's 120 s traffic timeout."
+    )
     bento_max_image_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest image classify_image accepts (bytes); larger -> 413.")
     bento_max_image_pixels: int = Field(
         40_000_000, gt=0, description="Largest decoded image (width x height) classify_image accepts; larger -> 400 (decompression bomb)."
@@ -76,6 +97,14 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(9090, description="Port of the local Prometheus started by `mlstack up --with-prometheus`.")
     grafana_port: int = Field(3001, description="Grafana port (compose deployment).")
     prometheus_scrape_interval_s: float = Field(5.0, gt=0, description="Scrape interval of the local Prometheus (seconds).")
+    # --- supervisor (`mlstack up`, mlstack/supervisor.py, docs/scaling.md) -------------------------
+    supervisor_metrics_port: int = Field(
+        8083, ge=0, description="Port of the supervisor's /metrics (mlstack_tier_restarts_total{tier}); 0 = not served.")
+    supervisor_backoff_s: float = Field(1.0, gt=0, description="Wait before restarting a tier that died (s); doubles per restart in a row.")
+    supervisor_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait before a restart (s).")
+    supervisor_restart_budget: int = Field(
+        5, ge=0, description="Restarts of one replica allowed within supervisor_restart_window_s; one more failure stops the stack.")
+    supervisor_restart_window_s: float = Field(600.0, gt=0, description="Window of the restart budget (s).")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file under var_dir.")
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key for gateway JWTs (MLSTACK_JWT_SECRET); generated into var_dir/jwt.key (0600) when unset."
@@ -131,6 +160,10 @@ class Settings(BaseSettings):
     gateway_upstream_connect_timeout_s: float = Field(1.0, gt=0, description="Connect timeout to Triton (Triton down -> 503 fast).")
     gateway_upstream_timeout_s: float = Field(30.0, gt=0, description="Read timeout for upstream inference calls.")
     gateway_upstream_pool_size: int = Field(256, ge=1, description="Max pooled connections to each upstream.")
+    gateway_upstream_health_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between /v2/health/ready checks of each Triton replica when there are several; a "
+        "replica that fails one is taken out of the balance until a check passes again."
+    )
     gateway_prediction_cache: bool = Field(
         False, description="Cache whole successful v2 answers for every model; a model's config.pbtxt parameters "
         "mlstack_cache (\"true\"/\"false\") and mlstack_cache_ttl_s override this per model.")
@@ -167,6 +200,15 @@ class Settings(BaseSettings):
         64, ge=4, description="Answers queued for a WebSocket client; a client that lets it fill is closed (1008).")
     gateway_ws_decode_workers: int = Field(2, ge=1, description="Threads decoding WebSocket image frames (the event loop never decodes).")
 
+    # --- alerts (auth_api/alerts, docs/alerts.md) --------------------------------------------------
+    alert_webhook_allow_private: bool = Field(
+        False, description="Let alert webhooks reach loopback/private/link-local/reserved addresses (tests, a trusted LAN).")
+    alert_webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook delivery (connect + answer, s).")
+    alert_webhook_retry_base_s: float = Field(2.0, gt=0, description="First retry delay of a failed webhook delivery (s); doubles.")
+    alert_webhook_retry_max_s: float = Field(300.0, gt=0, description="Longest delay between attempts of one webhook delivery (s).")
+    alert_webhook_max_attempts: int = Field(10, ge=1, description="Attempts of one webhook delivery before it is given up.")
+    alert_poll_interval_s: float = Field(1.0, gt=0, description="How often the webhook sender looks for due deliveries (s).")
+
     # --- object storage (stored inputs, signed downloads) ---------------------------------------
     storage_url: str = Field(
         "", description="Where blobs live: empty = files under var_dir/objects; s3://bucket/prefix = any S3-compatible store.")
@@ -183,6 +225,31 @@ class Settings(BaseSettings):
     storage_keep_by: dict[str, Literal["none", "summary", "input"]] = Field(
         default_factory=dict, description='Per model or task route, e.g. {"classify_image": "input"}; a model name wins over its route.')
 
+    # --- datasets (H1) ---
+    dataset_max_bytes: int = Field(50 * 1024**2, gt=0, description="Largest dataset upload (bytes); larger -> 413. "
+                                   "POST /api/v1/datasets alone accepts bodies this big (plus multipart framing).")
+    dataset_max_rows: int = Field(1_000_000, gt=0, description="Most rows of an uploaded table; more -> 413.")
+    dataset_max_columns: int = Field(500, gt=0, description="Most columns of an uploaded table; more -> 413.")
+    dataset_max_decompressed_bytes: int = Field(
+        200 * 1024**2, gt=0, description="Most bytes an XLSX or image ZIP may decompress to (declared and read); more -> 413.")
+    dataset_max_images: int = Field(20_000, gt=0, description="Most images in an image ZIP; more -> 413.")
+    dataset_quota_bytes: int = Field(500 * 1024**2, ge=0, description="Dataset storage per user (bytes); beyond -> 413 quota_exceeded.")
+
+    # --- training jobs (H2) ---
+    ray_address: str | None = Field(
+        None, description="An existing Ray cluster for training jobs (ray://host:10001 or host:6379); unset: a local "
+                          "instance started on the first job, sized to the machine.")
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance (default: all of the machine's).")
+    jobs_max_concurrent_per_user: int = Field(2, ge=1, description="Queued + running jobs one user may have (429 job_quota).")
+    jobs_max_models_per_user: int = Field(20, ge=1, description="Models one user may own (429 model_quota).")
+    jobs_heartbeat_timeout_s: float = Field(
+        60.0, gt=0, description="A running job whose worker has not written for this long is failed as lost.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _s3_repository(cls, data: Any) -> Any:
+        return _remote_repository(data)
+
     @property
     def triton_http_url(self) -> str:
         """Base URL of Triton's HTTP endpoint."""
@@ -194,9 +261,34 @@ class Settings(BaseSettings):
         return f"{self.triton_host}:{self.triton_grpc_port}"
 
     @property
+    def triton_http_urls(self) -> list[str]:
+        """Every Triton replica's HTTP base URL (one unless ``triton_urls`` lists several)."""
+        urls = [u.strip().rstrip("/") for u in self.triton_urls.split(",") if u.strip()]
+        return urls or [self.triton_http_url]
+
+    @property
+    def triton_grpc_targets(self) -> list[str]:
+        """Every Triton replica's gRPC host:port (one unless ``triton_grpc_urls`` lists several)."""
+        urls = [u.strip().removeprefix("grpc://") for u in self.triton_grpc_urls.split(",") if u.strip()]
+        return urls or [self.triton_grpc_url]
+
+    @property
     def triton_metrics_url(self) -> str:
         """URL of Triton's Prometheus metrics."""
         return f"http://{self.triton_host}:{self.triton_metrics_port}/metrics"
+
+
+def _remote_repository(data: Any) -> Any:
+    """``repository=s3://bucket/prefix`` → ``repository_remote`` = that, ``repository`` = its mirror under var_dir."""
+    if not isinstance(data, dict):
+        return data
+    repo = data.get("repository")
+    if isinstance(repo, str) and repo.startswith("s3://"):
+        data = dict(data)
+        data["repository_remote"] = repo.rstrip("/")
+        bucket_prefix = repo.removeprefix("s3://").strip("/").replace("/", "__")
+        data["repository"] = Path(data.get("var_dir") or "var") / "repository-mirror" / bucket_prefix
+    return data
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,8 @@
-"""The embedded stack behind ``mlstack up``: Triton, BentoML, the gateway (and optionally Prometheus), in order.
+"""The embedded stack behind ``mlstack up``: Triton, BentoML, the gateway and its ingester (and optionally Prometheus).
 
-Each component has ``name``, ``url``, ``start()`` and ``stop()``. ``up`` starts them in dependency order, and on a
-failure or a signal stops the ones it started in reverse order, so no child outlives it.
+This is where tiers are composed (with ``mlstack/cli``, the only core code that imports them): each tier is built as a
+``ManagedProcess``-based replica and handed to one ``Supervisor``, which starts them in dependency order, restarts one
+that dies and stops them all on a signal or when one keeps failing, so no child outlives ``mlstack up``.
 """
 
 from __future__ import annotations
@@ -17,30 +18,28 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import httpx
 from pydantic import SecretStr
 
+from mlstack import replicas
 from mlstack.private import private_dir
 from mlstack.process import ManagedProcess
+from mlstack.replicas import Plan
 from mlstack.settings import Settings
+from mlstack.supervisor import Report, RestartPolicy, Supervised, Supervisor, SupervisorMetrics
 
 logger = logging.getLogger(__name__)
 
 
-class Component(Protocol):
-    def start(self, timeout: float | None = None) -> None: ...
-
-    def stop(self) -> None: ...
-
-
 @dataclass
 class Running:
+    """One replica of a tier as the supervisor runs it."""
+
     name: str
     url: str
-    component: Component
-    on_ready: Callable[[Callable[[str], None]], None] | None = None
+    component: Supervised
+    on_ready: Callable[[Report], None] | None = None
 
 
 def pid_file(settings: Settings) -> Path:
@@ -64,128 +63,112 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _gateway(settings: Settings) -> Running:
-    base = f"http://{settings.gateway_host}:{settings.gateway_http_port}"
-    env = _child_env(settings)
+def _gateway(plan: Plan) -> list[Running]:
+    """The gateways and their history ingester: the ingester (one, reading every gateway's journal in the shared
+    var_dir) is started after the gateways (the first one migrates the schema) and stopped after them (so it ingests
+    what they journaled last)."""
+    first = plan.gateways[0]
     generated = None
-    if settings.admin_password is None:
+    if first.admin_password is None:
         # The gateway prints a generated admin password on its stderr, which is a log file here; instead hand it one
         # and show it on this console, once, if it was used (i.e. the admin did not exist yet).
         generated = secrets.token_urlsafe(18)
-        env["MLSTACK_ADMIN_PASSWORD"] = generated
-    env["MLSTACK_GATEWAY_INGESTER"] = "external"  # history rows come from the ingester process started beside it
-    proc = GatewayWithIngester(
-        ManagedProcess("gateway", [sys.executable, "-m", "auth_api"], ready_url=f"{base}/health/live",
-                       log_path=settings.var_dir / "logs" / "gateway.log", url=base, env=env),
-        _ingester(settings, env))
-
-    def show_admin_password(report: Callable[[str], None]) -> None:
-        report("gateway: mail " + ("via MLSTACK_SMTP_URL" if settings.smtp_url else f"to {settings.var_dir.resolve() / 'outbox'}/*.eml"))
-        if generated is None:
-            return
-        with contextlib.suppress(httpx.HTTPError):
-            r = httpx.post(f"{base}/api/v1/auth/login", json={"username": settings.admin_username, "password": generated},
-                           timeout=10)
-            if r.status_code == 200:
-                report(f"gateway: created admin user '{settings.admin_username}' with password {generated} "
-                       "(shown once; set MLSTACK_ADMIN_PASSWORD to choose it)")
-
-    return Running("gateway", base, proc, show_admin_password)
-
-
-def _ingester(settings: Settings, env: dict[str, str]) -> ManagedProcess:
+    out: list[Running] = []
+    for i, settings in enumerate(plan.gateways):
+        base = f"http://{settings.gateway_host}:{settings.gateway_http_port}"
+        env = _child_env(settings)
+        if generated is not None:
+            env["MLSTACK_ADMIN_PASSWORD"] = generated
+        env["MLSTACK_GATEWAY_INGESTER"] = "external"  # history rows come from the ingester process started beside it
+        log = settings.var_dir / "logs" / ("gateway.log" if i == 0 else f"gateway-{i + 1}.log")
+        gateway = ManagedProcess("gateway" if i == 0 else f"gateway-{i + 1}", [sys.executable, "-m", "auth_api"],
+                                 ready_url=f"{base}/health/live", log_path=log, url=base, env=env)
+        url = base if len(plan.gateways) == 1 else f"{base} (gRPC {settings.gateway_host}:{settings.gateway_grpc_port})"
+        out.append(Running("gateway", url, gateway, _show_admin_password(first, base, generated) if i == 0 else None))
+    settings = plan.shared
     metrics = f"http://{settings.gateway_host}:{settings.ingester_metrics_port}/metrics"
     # Without a metrics port there is nothing of its own to probe: started is as ready as it gets.
-    ready = metrics if settings.ingester_metrics_port else f"http://{settings.gateway_host}:{settings.gateway_http_port}/health/live"
-    return ManagedProcess("ingester", [sys.executable, "-m", "auth_api.ingester"], ready_url=ready,
-                          log_path=settings.var_dir / "logs" / "ingester.log", url=metrics, env=env)
+    ready = metrics if settings.ingester_metrics_port else f"http://{first.gateway_host}:{first.gateway_http_port}/health/live"
+    ingester = ManagedProcess("ingester", [sys.executable, "-m", "auth_api.ingester"], ready_url=ready,
+                              log_path=settings.var_dir / "logs" / "ingester.log", url=metrics,
+                              env=_child_env(settings) | {"MLSTACK_GATEWAY_INGESTER": "external"})
+    return [*out, Running("ingester", metrics, ingester)]
 
 
-class GatewayWithIngester:
-    """The gateway and its history ingester: started after it (the gateway migrates the schema), stopped after it
-    (so it ingests what the gateway journaled last)."""
-
-    def __init__(self, gateway: ManagedProcess, ingester: ManagedProcess) -> None:
-        self.gateway, self.ingester = gateway, ingester
-
-    def start(self, timeout: float | None = None) -> None:
-        self.gateway.start(timeout)
-        try:
-            self.ingester.start(timeout)
-        except Exception:
-            self.gateway.stop()
-            raise
-
-    def stop(self) -> None:
-        try:
-            self.gateway.stop()
-        finally:
-            self.ingester.stop()
+def _show_admin_password(settings: Settings, base: str, generated: str | None) -> Callable[[Report], None]:
+    def show(report: Report) -> None:
+        nonlocal generated
+        report("gateway: mail " + ("via MLSTACK_SMTP_URL" if settings.smtp_url else f"to {settings.var_dir.resolve() / 'outbox'}/*.eml"))
+        password, generated = generated, None  # a restarted gateway finds the admin: nothing to show again
+        if password is None:
+            return
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.post(f"{base}/api/v1/auth/login", json={"username": settings.admin_username, "password": password},
+                           timeout=10)
+            if r.status_code == 200:
+                report(f"gateway: created admin user '{settings.admin_username}' with password {password} "
+                       "(shown once; set MLSTACK_ADMIN_PASSWORD to choose it)")
+    return show
 
 
-def _triton(settings: Settings) -> Running:
+def _triton(plan: Plan) -> list[Running]:
     from services.triton.launcher import TritonServer
 
-    server = TritonServer(settings)
+    out = []
+    for i, settings in enumerate(plan.tritons):
+        server = TritonServer(settings, name="triton" if i == 0 else f"triton-{i + 1}")
 
-    def report_failed(report: Callable[[str], None]) -> None:
-        # Triton starts and serves the other models; say which ones it could not load instead of refusing to start.
-        for m in server.failed_models():
-            report(f"triton: model {m['name']} version {m['version']} failed to load and is not served: {m['reason'][:300]}")
+        def report_failed(report: Report, server: TritonServer = server) -> None:
+            # Triton starts and serves the other models; say which ones it could not load instead of refusing to start.
+            for m in server.failed_models():
+                report(f"triton: model {m['name']} version {m['version']} failed to load and is not served: {m['reason'][:300]}")
 
-    return Running("triton", server.http_url, server, report_failed)
+        out.append(Running("triton", server.http_url, server, report_failed))
+    return out
 
 
-def _bento(settings: Settings) -> Running:
+def _bento(plan: Plan) -> list[Running]:
     from services.bento.launcher import BentoServer
 
-    server = BentoServer(settings, settings.repository)
-    return Running("bento", f"http://{settings.bento_host}:{settings.bento_port}", server)
+    server = BentoServer(plan.shared, plan.shared.repository)
+    return [Running("bento", server.url, server)]
 
 
-def _prometheus(settings: Settings) -> Running:
+def _prometheus(plan: Plan) -> list[Running]:
     from monitoring.launcher import PrometheusServer
 
-    server = PrometheusServer(settings)
-    return Running("prometheus", server.url, server)
+    server = PrometheusServer(plan.shared)
+    return [Running("prometheus", server.url, server)]
 
 
-BUILDERS: dict[str, Callable[[Settings], Running]] = {
+BUILDERS: dict[str, Callable[[Plan], list[Running]]] = {
     "triton": _triton, "bento": _bento, "gateway": _gateway, "prometheus": _prometheus,
 }
+# Stopped first to last: Prometheus sees the others go; the ingester outlives the gateways to ingest their last records.
+STOP_ORDER = ["prometheus", "gateway", "ingester", "bento", "triton"]
 
 
-class Stack:
-    """Started components, stopped in reverse order (idempotent)."""
-
-    def __init__(self, settings: Settings, names: list[str]) -> None:
-        self.settings, self.names = settings, names
-        self.running: list[Running] = []
-        self._lock = threading.Lock()
-
-    def start(self, report: Callable[[str], None]) -> None:
-        for name in self.names:
-            item = BUILDERS[name](self.settings)
-            report(f"starting {name} ...")
-            item.component.start()
-            self.running.append(item)
-            report(f"{name} ready at {item.url}")
-            if item.on_ready is not None:
-                item.on_ready(report)
-
-    def stop(self, report: Callable[[str], None]) -> None:
-        with self._lock:
-            while self.running:
-                item = self.running.pop()
-                report(f"stopping {item.name}")
-                try:
-                    item.component.stop()
-                except Exception:  # one failing stop must not leave the others running
-                    logger.exception("stopping %s failed", item.name)
+def build(plan: Plan, names: list[str]) -> Supervisor:
+    """A supervisor holding every replica of ``names``, in start order, with the settings' restart policy."""
+    s = plan.shared
+    policy = RestartPolicy(backoff_s=s.supervisor_backoff_s, backoff_max_s=s.supervisor_backoff_max_s,
+                           budget=s.supervisor_restart_budget, window_s=s.supervisor_restart_window_s)
+    sup = Supervisor(policy, SupervisorMetrics())
+    sup.stop_order = STOP_ORDER
+    for name in names:
+        for item in BUILDERS[name](plan):
+            sup.add(item.name, item.component, item.url, item.on_ready)
+    return sup
 
 
-def up(settings: Settings, names: list[str], report: Callable[[str], None]) -> int:
-    """Start ``names``, print their URLs, block until SIGINT/SIGTERM, then stop everything. Returns an exit code."""
+def up(settings: Settings, names: list[str], report: Report, tritons: int = 1, gateways: int = 1) -> int:
+    """Start ``names`` (``tritons`` and ``gateways`` replicas of those tiers), print their URLs, supervise them until
+    SIGINT/SIGTERM (0) or until a tier keeps failing (1), then stop everything. 2: the counts cannot run as set."""
+    try:
+        plan = replicas.plan(settings, tritons if "triton" in names else 1, gateways if "gateway" in names else 1)
+    except replicas.ReplicaError as exc:
+        report(f"error: {exc.message}")
+        return 2
     pf = pid_file(settings)
     if pf.exists():
         with contextlib.suppress(ValueError, OSError):
@@ -196,25 +179,21 @@ def up(settings: Settings, names: list[str], report: Callable[[str], None]) -> i
     private_dir(settings.var_dir)  # first to create var/: keys, databases and logs live there
     pf.parent.mkdir(parents=True, exist_ok=True)
     pf.write_text(f"{os.getpid()}\n")
-    stack = Stack(settings, names)
+    sup = build(plan, names)
     stop_event = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            stack.start(report)
+            sup.start(report)
         except Exception as exc:
             report(f"error: {getattr(exc, 'message', exc)}")
             return 1
+        if settings.supervisor_metrics_port and sup.metrics.serve("127.0.0.1", settings.supervisor_metrics_port):
+            report(f"supervisor metrics at http://127.0.0.1:{settings.supervisor_metrics_port}/metrics")
         report("stack is up; Ctrl+C or `mlstack down` stops it")
-        while not stop_event.wait(0.5):
-            dead = [r for r in stack.running if hasattr(r.component, "is_running") and not r.component.is_running()]
-            if dead:
-                logs = ", ".join(str(getattr(r.component, "log_path", settings.var_dir / "logs")) for r in dead)
-                report(f"error: {', '.join(r.name for r in dead)} exited unexpectedly; stopping the stack (see {logs})")
-                return 1
-        return 0
+        return sup.run(stop_event, report)
     finally:
-        stack.stop(report)
+        sup.stop(report)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         with contextlib.suppress(OSError):
@@ -236,83 +215,14 @@ def down(settings: Settings, timeout: float = 60.0) -> bool:
         pf.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     return True
 
 
-# Each tier answers its health URL in milliseconds; one that accepts the connection but stays silent this long is frozen.
-STATUS_TIMEOUT = httpx.Timeout(1.5, connect=0.5)
-
-
-@dataclass
-class Probe:
-    state: str  # "ready" | "not ready" | "not responding" | "down"
-    detail: str
-    response: httpx.Response | None = None
-
-    @property
-    def healthy(self) -> bool:
-        return self.state == "ready"
-
-
-def _probe(url: str, method: str = "GET", **kw: Any) -> Probe:
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, exited but not yet reaped by whoever started it, does not)."""
     try:
-        r = httpx.request(method, url, timeout=STATUS_TIMEOUT, **kw)
-    except httpx.TimeoutException as exc:
-        if isinstance(exc, httpx.ConnectTimeout):
-            return Probe("down", "connect timed out")
-        return Probe("not responding", f"accepts connections but sent no answer within {STATUS_TIMEOUT.read:g} s")
-    except httpx.HTTPError as exc:
-        return Probe("down", f"unreachable ({type(exc).__name__})")
-    return Probe("ready" if r.status_code == 200 else "not ready", f"HTTP {r.status_code}", r)
-
-
-def _triton_row(settings: Settings) -> dict[str, Any]:
-    t = settings.triton_http_url
-    pr = _probe(f"{t}/v2/health/ready")
-    models: list[str] = []
-    if pr.healthy:
-        idx = _probe(f"{t}/v2/repository/index", "POST", json={"ready": True})
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            if idx.response is not None and idx.healthy:
-                models = sorted(f"{m['name']}:{m.get('version', '?')}" for m in idx.response.json())
-    return {"component": "triton", "url": t, "healthy": pr.healthy, "state": pr.state, "detail": pr.detail, "models": models,
-            "grpc": settings.triton_grpc_url, "metrics": settings.triton_metrics_url}
-
-
-def _gateway_row(settings: Settings) -> dict[str, Any]:
-    """The gateway's own state, apart from its dependencies': "up, not ready: triton" when it answers but Triton doesn't."""
-    gw = f"http://{settings.gateway_host}:{settings.gateway_http_port}"
-    pr = _probe(f"{gw}/health/ready")
-    state, detail = pr.state, pr.detail
-    body: dict[str, Any] = {}
-    with contextlib.suppress(ValueError, AttributeError):
-        body = pr.response.json() if pr.response is not None else {}
-    if pr.state == "not ready":
-        failing = (body.get("error", {}).get("details", {}) or {}).get("failing") or []
-        state = detail = f"up, not ready: {', '.join(failing) or 'unknown'}"
-    elif pr.healthy and body.get("degraded"):
-        detail = f"ready; optional dependencies down: {', '.join(body['degraded'])}"
-    return {"component": "gateway", "url": gw, "healthy": pr.healthy, "state": state, "detail": detail,
-            "grpc": f"{settings.gateway_host}:{settings.gateway_grpc_port}"}
-
-
-def _simple_row(name: str, url: str, path: str) -> dict[str, Any]:
-    pr = _probe(f"{url}{path}")
-    return {"component": name, "url": url, "healthy": pr.healthy, "state": pr.state, "detail": pr.detail}
-
-
-def status(settings: Settings) -> list[dict[str, Any]]:
-    """Each component's own state at its configured URL (whoever started it), probed in parallel: a frozen tier costs
-    ``STATUS_TIMEOUT`` once and does not make the others look down."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    bento = f"http://{settings.bento_host}:{settings.bento_port}"
-    prom = f"http://127.0.0.1:{settings.prometheus_port}"
-    calls: list[Callable[[], dict[str, Any]]] = [
-        lambda: _triton_row(settings), lambda: _simple_row("bento", bento, "/readyz"),
-        lambda: _gateway_row(settings), lambda: _simple_row("prometheus", prom, "/-/ready"),
-    ]
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(lambda call: call(), calls))
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

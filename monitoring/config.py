@@ -30,11 +30,14 @@ class Target:
 def local_targets(settings: Settings, token_file: Path | None = None) -> list[Target]:
     """The embedded stack's endpoints from the settings: Triton metrics, gateway and BentoML ``/metrics``
     (the gateway's with ``token_file`` as its bearer credentials when given)."""
-    return [
+    targets = [
         Target("triton", f"{settings.triton_host}:{settings.triton_metrics_port}"),
         Target("gateway", f"{settings.gateway_host}:{settings.gateway_http_port}", credentials_file=token_file),
         Target("bento", f"{settings.bento_host}:{settings.bento_port}"),
     ]
+    if settings.supervisor_metrics_port:  # `mlstack up`'s own: mlstack_tier_restarts_total{tier} (mlstack/supervisor.py)
+        targets.append(Target("supervisor", f"127.0.0.1:{settings.supervisor_metrics_port}"))
+    return targets
 
 
 def render_config(targets: list[Target], *, scrape_interval_s: float = 5.0, alerts_file: Path | None = ALERTS_FILE,

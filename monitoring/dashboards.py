@@ -1,7 +1,7 @@
 """The Grafana dashboards as code: ``python -m monitoring.dashboards`` writes ``grafana/dashboards/*.json``.
 
-Every panel's PromQL uses only metrics the stack exports (Triton ``nv_*``, gateway ``gateway_*``, BentoML
-``bentoml_service_*``); tests/monitoring runs each query against a live Prometheus to keep it that way.
+Every panel's PromQL uses only metrics the stack exports (Triton ``nv_*``, gateway ``gateway_*`` and ``alerts_total``,
+BentoML ``bentoml_service_*``); tests/monitoring runs each query against a live Prometheus to keep it that way.
 """
 
 from __future__ import annotations
@@ -164,6 +164,10 @@ def gateway() -> Dashboard:
         ), unit="s", description="From a frame's receipt to its answer being queued for the client."),
         Panel("WebSocket closes/s by reason", (_q(f"sum by (reason) (rate(gateway_ws_closed_total{RATE}))", "{{reason}}"),),
               unit="ops", description="Closed by the gateway: auth, idle, too_big, slow_client, too_many_connections."),
+        Panel("Alerts raised by severity (dashboard range)", (
+            _q("sum by (severity) (increase(alerts_total[$__range]))", "{{severity}}"),), kind="bargauge",
+              description="Alerts from alert rules (and manual ones), counted from the alerts table at scrape time "
+                          "wherever the rules ran (embedded or external ingester, apps). docs/alerts.md."),
     ], model_variable=False)
 
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from mlstack.errors import MlstackError
-from mlstack.process import read_log, start_log
+from mlstack.process import Launcher, ManagedProcess, read_log
 from mlstack.settings import Settings
 from monitoring.config import Target, write_local_config
 
@@ -39,7 +35,7 @@ def find_binary(name: str = "prometheus") -> str:
     return path
 
 
-class PrometheusServer:
+class PrometheusServer(Launcher):
     """A Prometheus process on ``settings.prometheus_port`` (loopback) scraping ``targets`` (default: the local stack).
 
     The config is rendered to ``config_path`` (default ``var_dir/prometheus/prometheus.yml``), the TSDB lives in
@@ -55,8 +51,6 @@ class PrometheusServer:
         self.config_path = Path(config_path) if config_path is not None else var / "prometheus" / "prometheus.yml"
         self.data_dir = var / "prometheus" / "data"
         self.log_path = var / "logs" / "prometheus.log"
-        self.log_offset = 0  # where this run's output starts in log_path (the log is appended to)
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -82,34 +76,9 @@ class PrometheusServer:
         write_local_config(self.settings, self.config_path, self.targets)
         self.check_config()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = self.command()
-        logger.info("starting prometheus: %s", " ".join(argv))
-        self.log_offset = start_log(self.log_path, argv)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        try:
-            self._wait_ready(30.0 if timeout is None else timeout)
-        except PrometheusError:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    raise PrometheusError(f"prometheus exited with code {code}: {self._log_tail()}",
-                                          details={"exit_code": code, "log": str(self.log_path)})
-                if self.ready(client):
-                    logger.info("prometheus ready at %s", self.url)
-                    return
-                if time.monotonic() > deadline:
-                    raise PrometheusError(f"prometheus not ready after {timeout:.0f}s: {self._log_tail()}",
-                                          details={"log": str(self.log_path)})
-                time.sleep(0.2)
+        self.managed = ManagedProcess("prometheus", self.command(), ready_url=f"{self.url}/-/ready", log_path=self.log_path,
+                                      url=self.url, cause=_log_tail, error=PrometheusError, stop_timeout_s=10.0)
+        self.managed.start(30.0 if timeout is None else timeout)
 
     def ready(self, client: httpx.Client | None = None) -> bool:
         """True when Prometheus answers ``/-/ready`` with 200."""
@@ -126,33 +95,10 @@ class PrometheusServer:
         self.check_config()
         httpx.post(f"{self.url}/-/reload", timeout=5.0).raise_for_status()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (Prometheus flushes its head block), SIGKILL after ``timeout``."""
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning("prometheus %d ignored SIGTERM; killing it", proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def _log_tail(self, lines: int = 5) -> str:
-        try:
-            tail = read_log(self.log_path, self.log_offset).strip().splitlines()[-lines:]
-        except OSError:
-            return "no log"
-        return " | ".join(tail) or "empty log"
-
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+def _log_tail(path: Path, offset: int, lines: int = 5) -> str:
+    try:
+        tail = read_log(path, offset).strip().splitlines()[-lines:]
+    except OSError:
+        return "no log"
+    return " | ".join(tail) or "empty log"

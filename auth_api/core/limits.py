@@ -133,24 +133,26 @@ def open_buckets(rate_per_s: float, burst: int, redis_url: str | None, workers: 
 
 
 class BodySizeLimit:
-    """413 when Content-Length (or the streamed byte count) exceeds ``max_bytes``."""
+    """413 when Content-Length (or the streamed byte count) exceeds ``max_bytes`` (or the path's own cap in ``larger``)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # exact path -> its cap (dataset uploads take bigger bodies than anything else)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > max_bytes
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send, scope["path"])
+                    await self._reject(send, scope["path"], max_bytes)
                     return
                 break
         seen = 0
@@ -161,7 +163,7 @@ class BodySizeLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise _BodyTooLarge()
             return msg
 
@@ -175,13 +177,13 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._reject(send, scope["path"])
+                await self._reject(send, scope["path"], max_bytes)
 
-    async def _reject(self, send: Send, path: str) -> None:
-        message = body_too_large_message(self.max_bytes)
+    async def _reject(self, send: Send, path: str, max_bytes: int) -> None:
+        message = body_too_large_message(max_bytes)
         # KServe v2 clients (stock tritonclient) need "error" to be the message string on /v2 routes.
         error = ({"error": message, "code": "body_too_large"} if path.startswith("/v2/") else
-                 {"error": {"code": "body_too_large", "message": message, "details": {"max_bytes": self.max_bytes}}})
+                 {"error": {"code": "body_too_large", "message": message, "details": {"max_bytes": max_bytes}}})
         body = json.dumps(error).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

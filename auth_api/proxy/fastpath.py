@@ -18,6 +18,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from auth_api.core.limits import body_too_large_message
+from auth_api.jobs.ownership import ensure_visible
 from auth_api.journal import new_prediction_id
 from auth_api.proxy.authorize import authorize
 from auth_api.proxy.cache import Answer, Lookup, cache_of, has_outputs
@@ -100,6 +101,7 @@ async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope,
     state["model"], state["version"] = name, version or ""
     state["principal"] = p  # from here on a failure is the caller's failed prediction, recorded in history
     state["prediction_id"] = pid = new_prediction_id()
+    ensure_visible(gw.extras, p, name)  # another user's model answers as a missing one
     spec = gw.catalog.spec(name, version)
     body = await _read_body(receive, limit)
     enc = hdr.pop(b"content-encoding", None)

@@ -16,10 +16,11 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from tritonclient.grpc import service_pb2
 
 from auth_api.authn import ANONYMOUS, Principal
 from auth_api.core.errors import RateLimited, Unauthorized
-from auth_api.jobs.ownership import ensure_visible
+from auth_api.jobs.ownership import ensure_visible, may_use, shares_of
 from auth_api.journal import new_prediction_id
 from auth_api.proxy import grpc_tensors
 from auth_api.proxy.grpc_peek import infer_model_name
@@ -109,6 +110,10 @@ class _Proxy(grpc.GenericRpcHandler):
                     self.gw.metrics.grpc_requests.labels(name, refusal_status(exc).name).inc()
                     await self.record_failure(p, context, request, int(exc.status), str(exc.code), start, 0.0)
                     await context.abort(refusal_status(exc), exc.message)
+            elif name in _NAMED:  # another user's model does not exist for this caller here either
+                model = _NAMED[name].FromString(request).name
+                if not may_use(p, model, shares_of(self.gw.extras)):
+                    await context.abort(grpc.StatusCode.NOT_FOUND, f"model '{model[:64]}' not found")
             remaining = context.time_remaining()
             up_start = time.perf_counter()
             try:
@@ -160,6 +165,11 @@ class _Proxy(grpc.GenericRpcHandler):
                 yield resp
 
         return handle
+
+
+# Requests that name one model (field ``name``): answered as NOT_FOUND for a model the caller may not see.
+_NAMED: dict[str, Any] = {"ModelMetadata": service_pb2.ModelMetadataRequest, "ModelReady": service_pb2.ModelReadyRequest,
+                          "ModelConfig": service_pb2.ModelConfigRequest}
 
 
 def _peer_ip(context: aio.ServicerContext) -> str:

@@ -36,7 +36,7 @@ class _Proxy(Protocol):
     gw: Any
     channel: aio.Channel
 
-    def _check(self, request: bytes) -> str: ...
+    def _check(self, request: bytes, p: Principal) -> str: ...
 
     async def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
                      up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> str: ...
@@ -67,7 +67,7 @@ class StreamRelay:
         async for request in requests:
             start = time.perf_counter()
             try:
-                rid = self.proxy._check(request)
+                rid = self.proxy._check(request, self.p)
             except MlstackError as exc:
                 # Stop forwarding: Triton answers what it already has, then the stream ends with the error.
                 self.refused.append(exc)

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 
 from auth_api.authn import Principal
 from auth_api.core.errors import InvalidInput, RateLimited, Unauthorized
+from auth_api.jobs.ownership import ensure_visible
 from auth_api.journal import new_prediction_id
 from auth_api.proxy.authorize import take
 from auth_api.proxy.records import base_record, failure_record, journal
@@ -257,6 +258,7 @@ class Connection:
         gw.metrics.count_principal(p.kind, p.user_id)
         pid = new_prediction_id()
         try:
+            ensure_visible(gw.extras, p, frame.model)  # another user's model answers as a missing one
             ans = await frames.run(gw, frame)
         except MlstackError as exc:
             total = time.perf_counter() - frame.received

@@ -27,7 +27,7 @@ def _seconds(text: str) -> float:
 
 
 def bench(
-    scenario: Annotated[str, typer.Argument(help="triton | triton-grpc | gateway (alias gateway_rest) | bento | cache (wrk) | ws")],
+    scenario: Annotated[str, typer.Argument(help="triton | triton-grpc | gateway (alias gateway_rest) | bento | cache | ws | jobs[-grid]")],
     users: Annotated[int, typer.Option("--users", "-u", min=1, help="Concurrent users (closed loop: users = concurrency).")] = 64,
     spawn_rate: Annotated[float, typer.Option("--spawn-rate", "-r", min=0.1, help="Users started per second.")] = 64.0,
     duration: Annotated[str, typer.Option("--duration", "-t", help="Run time per leg (30s, 2m).")] = "30s",
@@ -46,8 +46,15 @@ def bench(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="wrk: legs alternate this many times; the report gives medians.")] = 1,
     cache: Annotated[bool, typer.Option("--cache", help="wrk, gateway: prediction cache hit vs miss (same as `bench cache`).")] = False,
     fps: Annotated[float, typer.Option("--fps", min=0.1, help="ws: frames per second per connection.")] = 10.0,
+    gateways: Annotated[int | None, typer.Option("--gateways", min=1, help="gateway, wrk: N gateway processes sharing Redis vs 1 "
+                                                 "(with and without Redis): the cost of shared state; needs MLSTACK_REDIS_URL.")] = None,
 ) -> None:
     """Run a scenario's legs plus the baseline under the same load; print rps, p50/p99, failures, ratios (wrk: CPU ms/request)."""
+    if scenario in ("jobs", "jobs-grid"):  # training jobs: upload → served, grid search on Ray vs sequential
+        from mlstack.cli.bench_jobs import bench_jobs
+
+        bench_jobs(console, grid_only=scenario == "jobs-grid")
+        return
     if scenario == "ws":  # WebSocket streaming: --connections, --fps, --duration (digits-cnn unless --model)
         from mlstack.cli.bench_ws import bench_ws
 
@@ -58,9 +65,13 @@ def bench(
 
     if engine not in ("locust", "wrk"):
         raise typer.BadParameter(f"unknown engine {engine!r}; choose locust or wrk", param_hint="--engine")
+    if gateways is not None:  # only the wrk engine measures CPU per process: --gateways implies it
+        if scenario not in ("gateway", "gateway_rest", "gateway-rest") or cache:
+            raise typer.BadParameter("--gateways belongs to `mlstack bench gateway --engine wrk`", param_hint="--gateways")
+        scenario, engine = "gateways", "wrk"
     if engine == "wrk" or scenario == "cache" or cache:
         _bench_wrk(scenario, cache, engine, connections, threads, rounds, _seconds(duration), model, repository, url, out, bool(pin),
-                   max_failure_ratio)
+                   max_failure_ratio, gateways or 1)
         return
     if rounds != 1 or threads is not None:
         raise typer.BadParameter("--rounds and --threads belong to --engine wrk (Locust runs each leg once; use --users)")
@@ -85,7 +96,8 @@ def bench(
 
 
 def _bench_wrk(scenario: str, cache: bool, engine: str, connections: int, threads: int | None, rounds: int, duration_s: float,
-               model: str, repository: Path | None, url: str | None, out: Path | None, pin: bool, max_failure_ratio: float) -> None:
+               model: str, repository: Path | None, url: str | None, out: Path | None, pin: bool, max_failure_ratio: float,
+               gateways: int = 1) -> None:
     from loadtests import wrk, wrk_bench
 
     name = {"triton_rest": "triton", "triton-rest": "triton", "gateway_rest": "gateway", "gateway-rest": "gateway"}.get(scenario, scenario)
@@ -93,12 +105,12 @@ def _bench_wrk(scenario: str, cache: bool, engine: str, connections: int, thread
         if name not in ("gateway", "cache"):
             raise typer.BadParameter("the cache bench is `mlstack bench cache` or `mlstack bench gateway --engine wrk --cache`")
         name = "cache"
-    if name not in wrk_bench.LEGS:
+    if name not in (*wrk_bench.LEGS, "gateways"):
         raise typer.BadParameter(f"the wrk engine runs triton, gateway and cache, not {scenario!r}", param_hint="SCENARIO")
     if url is not None:
         raise typer.BadParameter("the wrk engine starts its own servers (it measures their CPU); drop --url", param_hint="--url")
     opts = wrk_bench.WrkOptions(scenario=name, connections=connections, duration_s=duration_s, rounds=rounds, threads=threads,
-                                model=model, repository=repository, out_root=out, pin=pin)
+                                model=model, repository=repository, out_root=out, pin=pin, gateways=gateways)
     try:
         report = wrk_bench.run(opts, get_settings(), progress=lambda m: console.print(f"[dim]· {m}[/dim]"))
     except wrk.WrkMissing as exc:
@@ -107,7 +119,12 @@ def _bench_wrk(scenario: str, cache: bool, engine: str, connections: int, thread
     except (RuntimeError, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]bench failed:[/red] {exc}")
         raise typer.Exit(2) from exc
-    _print_wrk(report)
+    if name == "gateways":
+        from mlstack.cli.bench_gateways import print_gateways
+
+        print_gateways(console, report)
+    else:
+        _print_wrk(report)
     worst = max((leg.error_ratio for leg in report.legs().values()), default=1.0)
     if worst > max_failure_ratio:
         console.print(f"[red]error ratio {worst:.2%} above --max-failure-ratio {max_failure_ratio:.2%}[/red]")

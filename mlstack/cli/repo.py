@@ -19,6 +19,7 @@ from mlstack.repository import intake
 from mlstack.repository.layout import list_versions, model_names
 from mlstack.repository.publish import Candidate, SandboxLimits
 from mlstack.repository.publish import publish as do_publish
+from mlstack.repository.remote import RepositorySyncFailed, open_repository
 from mlstack.settings import get_settings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -28,7 +29,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
            as_markdown: Annotated[bool, typer.Option("--markdown", help="The README's Markdown table.")] = False) -> None:
     """List models and versions in the repository: task, headline metric, parity."""
     rows = []
-    for v in list_versions(get_settings().repository):
+    for v in list_versions(open_repository(get_settings())):
         c = v.card
         hm = c.headline_metric if c else None
         rows.append({"name": v.name, "version": v.version, "task": c.task if c else None,
@@ -61,6 +62,7 @@ def publish(
     """Validate an externally trained ONNX model and publish it as the next version (exit 2 if refused)."""
     s = get_settings()
     try:
+        open_repository(s)
         data = path.read_bytes()
         got = intake.prepare(s.repository, name, data, card.read_text() if card else None,
                              background=background.read_bytes() if background else None)
@@ -70,7 +72,7 @@ def publish(
                                                  extra_files=got.extra_files),
                          max_batch_size=s.default_max_batch_size, instance_count=s.default_instance_count,
                          max_queue_delay_us=s.default_max_queue_delay_us, sandbox=SandboxLimits.from_settings(s))
-    except PublishError as exc:
+    except (PublishError, RepositorySyncFailed) as exc:
         console.print(f"[red]refused[/red] ({exc.code}): {exc.message}")
         raise typer.Exit(2) from exc
     except (OSError, ValueError) as exc:
@@ -105,6 +107,7 @@ def train(
         typer.echo("\n".join(RECIPES))
         return
     s = get_settings()
+    open_repository(s)
     if if_empty and model_names(s.repository):
         typer.echo(f"{s.repository} already holds models; not training (run `mlstack train --all` to add versions)")
         return

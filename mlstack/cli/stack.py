@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlstack import stack
+from mlstack import status as tier_status
 from mlstack.settings import get_settings
 
 console = Console()
@@ -19,8 +20,13 @@ TIERS = ["triton", "bento", "gateway"]
 def up(
     with_prometheus: Annotated[bool, typer.Option("--with-prometheus", help="Also start a local Prometheus.")] = False,
     only: Annotated[list[str] | None, typer.Option("--only", help=f"Start only these tiers ({', '.join(TIERS)}).")] = None,
+    tritons: Annotated[int, typer.Option("--tritons", min=1, help="Triton replicas (the gateways balance over them).")] = 1,
+    gateways: Annotated[int, typer.Option(
+        "--gateways", min=1,
+        help="Gateway replicas on consecutive HTTP ports from MLSTACK_GATEWAY_HTTP_PORT (needs MLSTACK_REDIS_URL).")] = 1,
 ) -> None:
-    """Start the embedded stack (Triton, BentoML, gateway on SQLite) in the foreground; Ctrl+C stops every child."""
+    """Start the embedded stack (Triton, BentoML, gateway on SQLite) in the foreground under one supervisor that restarts
+    a tier that dies; Ctrl+C stops every child."""
     names = list(only) if only else list(TIERS)
     unknown = [n for n in names if n not in TIERS]
     if unknown:
@@ -28,7 +34,7 @@ def up(
         raise typer.Exit(2)
     if with_prometheus:
         names.append("prometheus")
-    code = stack.up(get_settings(), names, report=lambda line: console.print(line))
+    code = stack.up(get_settings(), names, report=lambda line: console.print(line), tritons=tritons, gateways=gateways)
     raise typer.Exit(code)
 
 
@@ -49,7 +55,7 @@ def down() -> None:
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Each component's own state (ready / not ready / not responding / down) and URL; exit 1 unless Triton and the
     gateway are ready."""
-    rows = stack.status(get_settings())
+    rows = tier_status.status(get_settings())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

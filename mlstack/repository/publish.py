@@ -23,7 +23,7 @@ import onnx
 
 from mlstack.errors import PublishError, VersionExists
 from mlstack.repository import config as cfgmod
-from mlstack.repository import marks
+from mlstack.repository import marks, remote
 from mlstack.repository.card import ModelCard, TensorSchema
 from mlstack.repository.layout import NAME_RE, STAGING_PREFIX, validate_name, versions
 from mlstack.repository.sandbox import SandboxLimits, refuse_external_data, sanitize, smoke_run
@@ -185,6 +185,7 @@ def publish(
         else:
             path = _stage_new_model(repo, cfg, new_version, cand, card)
         marks.record(repo, cand.name, [new_version])
+        remote.push(repo, cand.name)  # an s3:// repository: the bucket gets it in Triton-safe order (no-op locally)
     logger.info("published %s version %d", cand.name, new_version)
     return Published(cand.name, new_version, path, card)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlstack.errors import MlstackError, ModelNotFound
 from mlstack.repository import config as cfgmod
-from mlstack.repository import marks
+from mlstack.repository import marks, remote
 from mlstack.repository.layout import STAGING_PREFIX, versions
 from mlstack.repository.publish import _fsync_dir, _repo_lock
 
@@ -89,6 +89,7 @@ def promote(repo: Path, name: str, version: int) -> int | None:
             raise ModelNotFound(name, version)
         before = live_version(repo, name)
         _set_policy(d, version)
+        remote.push(repo, name)
     logger.info("promoted %s version %d (was %s)", name, version, before)
     return before
 
@@ -128,6 +129,7 @@ def delete_version(repo: Path, name: str, version: int) -> None:
         trash = d / f"{STAGING_PREFIX}{os.getpid()}-deleted-{version}"
         os.rename(d / str(version), trash)
         _fsync_dir(d)
+        remote.push(repo, name)
     shutil.rmtree(trash, ignore_errors=True)
     logger.info("deleted %s version %d", name, version)
 
@@ -149,6 +151,7 @@ def delete_model(repo: Path, name: str) -> list[int]:
         shutil.rmtree(trash, ignore_errors=True)
         os.rename(d, trash)
         _fsync_dir(repo)
+        remote.push(repo, name)
     shutil.rmtree(trash, ignore_errors=True)
     logger.info("deleted model %s (versions %s)", name, removed)
     return removed

@@ -6,21 +6,14 @@ them all; its settings reach it as ``MLSTACK_*`` environment variables.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-from types import TracebackType
-
-import httpx
 
 from mlstack.errors import MlstackError
-from mlstack.process import port_in_use, read_log, start_log
+from mlstack.process import Launcher, ManagedProcess, port_in_use, read_log
 from mlstack.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,15 +52,13 @@ def settings_env(settings: Settings, repository: Path) -> dict[str, str]:
     return env
 
 
-class BentoServer:
+class BentoServer(Launcher):
     """One ``bentoml serve`` process for the task service on ``settings.bento_host:bento_port``."""
 
     def __init__(self, settings: Settings, repository: Path | None = None) -> None:
         self.settings = settings
         self.repository = Path(repository if repository is not None else settings.repository).resolve()
-        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = log_file(settings)
-        self.log_offset = 0  # where this run's output starts in log_path (the log is appended to)
 
     @property
     def url(self) -> str:
@@ -89,7 +80,7 @@ class BentoServer:
 
     def start(self, timeout: float | None = None) -> None:
         """Spawn the server and wait for /readyz; BentoStartError quotes the log otherwise."""
-        if self.process is not None and self.process.poll() is None:
+        if self.is_running():
             return
         s = self.settings
         timeout = s.bento_startup_timeout_s if timeout is None else timeout
@@ -98,68 +89,15 @@ class BentoServer:
         if port_in_use(s.bento_host, s.bento_port):
             raise BentoStartError(f"port {s.bento_host}:{s.bento_port} is already in use; set MLSTACK_BENTO_PORT or stop "
                                   "what holds it", details={"port": s.bento_port})
-        argv = self.command()
-        logger.info("starting BentoML task service: %s", " ".join(argv))
-        self.log_offset = start_log(self.log_path, argv)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, env=self.env(), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-        pid_file(s).parent.mkdir(parents=True, exist_ok=True)
-        pid_file(s).write_text(f"{self.process.pid}\n")
-        try:
-            self._wait_ready(timeout)
-        except BentoStartError:
-            self.stop()
-            raise
+        self.managed = ManagedProcess("bentoml serve", self.command(), ready_url=f"{self.url}/readyz", log_path=self.log_path,
+                                      url=self.url, env=self.env(), cwd=PROJECT_ROOT, cause=_log_tail, error=BentoStartError,
+                                      pid_path=pid_file(s), stop_timeout_s=KILL_GRACE_S, poll_s=0.3)
+        self.managed.start(timeout)
 
-    def _log_tail(self) -> str:
-        try:
-            lines = read_log(self.log_path, self.log_offset).splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-LOG_TAIL_LINES:])
 
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    raise BentoStartError(f"bentoml serve exited with code {code} before it was ready; log "
-                                          f"{self.log_path}:\n{self._log_tail()}", details={"exit_code": code, "log": str(self.log_path)})
-                try:
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        logger.info("BentoML task service ready at %s", self.url)
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise BentoStartError(f"BentoML task service not ready after {timeout:g} s; log {self.log_path}:\n"
-                                          f"{self._log_tail()}", details={"timeout_s": timeout, "log": str(self.log_path)})
-                time.sleep(0.3)
-
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it after a grace period."""
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(KILL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                logger.warning("BentoML task service did not stop in %g s; killing it", KILL_GRACE_S)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.process = None
-        pid_file(self.settings).unlink(missing_ok=True)
-
-    def __enter__(self) -> BentoServer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+def _log_tail(path: Path, offset: int) -> str:
+    try:
+        lines = read_log(path, offset).splitlines()
+    except OSError:
+        return f"no log at {path}"
+    return f"log {path}:\n" + "\n".join(lines[-LOG_TAIL_LINES:])

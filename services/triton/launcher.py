@@ -13,12 +13,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from mlstack.errors import MlstackError
-from mlstack.process import port_in_use, start_log
+from mlstack.process import Launcher, ManagedProcess, port_in_use
+from mlstack.repository.remote import Remote, open_repository
 from mlstack.settings import Settings
 from services.triton.health import failed_models, health
 from services.triton.install import INSTALL_HINT, TritonNotInstalled, backend_dir, find_dist, server_env
@@ -45,15 +45,15 @@ def log_file(settings: Settings) -> Path:
 
 
 
-class TritonServer:
+class TritonServer(Launcher):
     """One tritonserver process serving ``repository`` (default ``settings.repository``) with ``settings``."""
 
-    def __init__(self, settings: Settings, repository: Path | None = None) -> None:
+    def __init__(self, settings: Settings, repository: Path | None = None, name: str = "triton") -> None:
+        """``name`` names its log and pid file (``triton-2.log`` for a second replica under one var_dir)."""
         self.settings = settings
         self.repository = Path(repository if repository is not None else settings.repository).resolve()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = log_file(settings)
-        self.log_offset = 0  # where this run's output starts in log_path (the log is appended to)
+        self.log_path = log_file(settings).with_name(f"{name}.log")
+        self.pid_path = pid_file(settings).with_name(f"{name}.pid")
 
     # ---- URLs -------------------------------------------------------------------------
     @property
@@ -75,7 +75,7 @@ class TritonServer:
         dist = find_dist()
         argv = [
             str(dist.binary),
-            f"--model-repository={self.repository}",
+            f"--model-repository={self.repository_arg()}",
             f"--backend-directory={backend_dir(s.var_dir, dist)}",
             f"--cache-directory={dist.cache_dir}",
             f"--http-address={s.triton_host}", f"--http-port={s.triton_http_port}",
@@ -100,16 +100,25 @@ class TritonServer:
             argv.append(f"--cache-config=local,size={s.triton_cache_size}")
         return argv
 
+    def repository_arg(self) -> str:
+        """The folder, or the bucket Triton reads itself when the repository is on S3 (its folder is then a mirror)."""
+        rem = Remote.from_settings(self.settings)
+        return rem.triton_url() if rem is not None else str(self.repository)
+
     def env(self) -> dict[str, str]:
-        return server_env(find_dist())
+        env = server_env(find_dist())
+        rem = Remote.from_settings(self.settings)
+        return env | rem.triton_env() if rem is not None else env
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> None:
         """Spawn tritonserver and wait until it is ready; TritonStartError names the cause otherwise."""
-        if self.process is not None and self.process.poll() is None:
+        if self.is_running():
             return
         s = self.settings
         timeout = s.triton_startup_timeout_s if timeout is None else timeout
+        if Remote.from_settings(s) is not None:
+            open_repository(s)  # Triton reads the bucket; the mirror is what the other tiers read
         if not self.repository.is_dir():
             raise TritonStartError(f"model repository {self.repository} does not exist",
                                    details={"repository": str(self.repository)})
@@ -122,62 +131,26 @@ class TritonServer:
             argv, env = self.command(), self.env()
         except TritonNotInstalled as exc:
             raise TritonStartError(exc.message, details=exc.details) from exc
-        logger.info("starting tritonserver: %s", " ".join(argv))
-        self.log_offset = start_log(self.log_path, argv)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-        pid_file(s).parent.mkdir(parents=True, exist_ok=True)
-        pid_file(s).write_text(f"{self.process.pid}\n")
-        try:
-            self._wait_ready(timeout)
-        except TritonStartError:
-            self.stop()
-            raise
+        # SIGTERM goes to the server alone (it stops its backend stubs itself); the group is killed after the grace.
+        self.managed = ManagedProcess(
+            "tritonserver", argv, ready_url=f"{self.http_url}/v2/health/ready", log_path=self.log_path, url=self.http_url,
+            env=env, ready=self._ready, cause=lambda path, offset: cause_from_log(path, offset=offset),
+            error=TritonStartError, pid_path=self.pid_path, stop_timeout_s=s.triton_exit_timeout_s + KILL_GRACE_S,
+            term_group=False)
+        self.managed.start(timeout)
+        for m in self.failed_models():
+            logger.warning("model %s version %s failed to load and is not served: %s", m["name"], m["version"], m["reason"])
 
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        url = f"{self.http_url}/v2/health/ready"
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    cause = cause_from_log(self.log_path, offset=self.log_offset)
-                    raise TritonStartError(f"tritonserver exited with code {code}: {cause}",
-                                           details={"exit_code": code, "log": str(self.log_path)})
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    if client.get(url).status_code == 200 and self._settled(client):
-                        logger.info("tritonserver ready at %s", self.http_url)
-                        for m in self.failed_models():
-                            logger.warning("model %s version %s failed to load and is not served: %s",
-                                           m["name"], m["version"], m["reason"])
-                        return
-                if time.monotonic() > deadline:
-                    cause = cause_from_log(self.log_path, offset=self.log_offset)
-                    raise TritonStartError(f"tritonserver not ready after {timeout:.0f}s: {cause}",
-                                           details={"timeout_s": timeout, "log": str(self.log_path)})
-                time.sleep(0.2)
+    def _ready(self, client: httpx.Client) -> bool:
+        """Server ready and every model of the repository done loading (READY) or failed (UNAVAILABLE).
 
-    def _settled(self, client: httpx.Client) -> bool:
-        """Every model of the repository has finished loading (READY) or failed (UNAVAILABLE).
-
-        Without strict readiness the server answers ready before its first loads are done; waiting here keeps
+        Without strict readiness the server answers ready before its first loads are done; waiting for them keeps
         "started" meaning "serving what it can".
         """
+        if client.get(f"{self.http_url}/v2/health/ready").status_code != 200:
+            return False
         index = client.post(f"{self.http_url}/v2/repository/index", json={})
         return index.status_code == 200 and all(m.get("state") in ("READY", "UNAVAILABLE") for m in index.json())
-
-    def stop(self) -> None:
-        """SIGTERM, wait exit_timeout + grace, then SIGKILL the whole process group (no orphan stubs)."""
-        proc, self.process = self.process, None
-        if proc is None:
-            return
-        _terminate(proc.pid, self.settings.triton_exit_timeout_s + KILL_GRACE_S, wait=proc.wait)
-        _remove_pid_file(self.settings, proc.pid)
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def health(self) -> dict:
         return health(self.settings)
@@ -185,13 +158,6 @@ class TritonServer:
     def failed_models(self) -> list[dict]:
         """Versions Triton tried and failed to load (``{"name", "version", "reason"}``); the others serve regardless."""
         return failed_models(self.health())
-
-    def __enter__(self) -> TritonServer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def _alive(pid: int) -> bool:

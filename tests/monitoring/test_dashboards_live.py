@@ -49,7 +49,7 @@ def test_gateway_panels_return_data(triton: TritonFixture, tmp_path: Path) -> No
         "var_dir": tmp_path / "gw_var", "gateway_http_port": http_port, "gateway_grpc_port": grpc_port,
         "admin_password": SecretStr(ADMIN_PASSWORD), "gateway_metrics_token": SecretStr(METRICS_TOKEN),
         "gateway_prediction_cache": True})  # half of triton_traffic's rows repeat: the hit-ratio panel gets data
-    queries = [q for q in all_panel_queries() if metric_families(q[2]) & {"gateway"}]
+    queries = [q for q in all_panel_queries() if metric_families(q[2]) & {"gateway", "alerts"}]
     token_file = tmp_path / "gateway_metrics_token"
     token_file.write_text(METRICS_TOKEN)
     with gateway_process(settings, tmp_path / "gateway.log") as url:

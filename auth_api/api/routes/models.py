@@ -10,8 +10,10 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from auth_api import registry
-from auth_api.core.errors import UpstreamTimeout, UpstreamUnavailable
-from auth_api.deps import AdminPrincipal, EngineerPrincipal, GatewayDep, UserPrincipal
+from auth_api.authn import Principal
+from auth_api.core.errors import Forbidden, UpstreamTimeout, UpstreamUnavailable
+from auth_api.deps import CurrentPrincipal, EngineerPrincipal, GatewayDep, UserPrincipal
+from auth_api.jobs.ownership import ensure_visible, may_manage, may_use, owner_of, shares_of
 from auth_api.model_stats import model_stats
 from auth_api.models import Message
 from auth_api.proxy.cache import CacheUnavailable, cache_of, flush_from_thread
@@ -70,13 +72,16 @@ def _describe(gw: Gateway, name: str, states: dict[tuple[str, str], dict[str, st
 
 
 @router.get("")
-async def list_models(_: UserPrincipal, gw: GatewayDep) -> list[dict[str, Any]]:
-    """Models in the repository, their versions, the live one and whether Triton has it ready."""
+async def list_models(p: UserPrincipal, gw: GatewayDep) -> list[dict[str, Any]]:
+    """Models in the repository you may use (public, yours, shared), their versions, the live one, Triton readiness."""
     states = await _triton_states(gw)
+    shares = shares_of(gw.extras)
 
     def build() -> list[dict[str, Any]]:
         rows = []
         for name in model_names(gw.settings.repository):
+            if not may_use(p, name, shares):
+                continue
             d = _describe(gw, name, states)
             live = next((v for v in d["versions"] if v["version"] == d["live_version"]), None)
             card = live["card"] if live else None
@@ -88,8 +93,9 @@ async def list_models(_: UserPrincipal, gw: GatewayDep) -> list[dict[str, Any]]:
 
 
 @router.get("/{name}")
-async def get_model(name: NamePath, _: UserPrincipal, gw: GatewayDep) -> dict[str, Any]:
+async def get_model(name: NamePath, p: UserPrincipal, gw: GatewayDep) -> dict[str, Any]:
     """Versions with their model cards, which one is live and which are ready in Triton."""
+    ensure_visible(gw.extras, p, name)
     states = await _triton_states(gw)
     return await run_in_threadpool(_describe, gw, name, states)
 
@@ -104,6 +110,8 @@ def upload_version(name: NamePath, p: EngineerPrincipal, gw: GatewayDep,
                                                                          f"{MAX_BACKGROUND_ROWS} rows.")] = None,
                    ) -> dict[str, Any]:
     """Publish a new version (same validation as `mlstack publish`); it is live at once unless a version was pinned."""
+    if owner_of(name) is not None and not may_manage(p, name):  # u<id>- names belong to that user
+        raise Forbidden(f"'{name}' is in another user's namespace", code="namespace_reserved")
     s = gw.settings
     data = file.file.read()
     bg = background.file.read() if background is not None else None
@@ -137,6 +145,7 @@ def _served(gw: Gateway, name: str, before: int | None, now: int) -> dict[str, A
 @router.post("/{name}/versions/{version}/promote")
 def promote(name: NamePath, version: int, p: EngineerPrincipal, gw: GatewayDep) -> dict[str, Any]:
     """Make ``version`` the one Triton serves (Triton loads it before unloading the old one)."""
+    ensure_visible(gw.extras, p, name)
     before = serving.promote(gw.settings.repository, name, version)
     logger.info("%s promoted %s version %d", p.username, name, version)
     return _served(gw, name, before, version)
@@ -145,14 +154,16 @@ def promote(name: NamePath, version: int, p: EngineerPrincipal, gw: GatewayDep) 
 @router.post("/{name}/rollback")
 def rollback(name: NamePath, p: EngineerPrincipal, gw: GatewayDep, to_version: int | None = None) -> dict[str, Any]:
     """Serve the previous version (the highest below the live one), or ``to_version``."""
+    ensure_visible(gw.extras, p, name)
     before, now = serving.rollback(gw.settings.repository, name, to_version)
     logger.info("%s rolled %s back from %s to %d", p.username, name, before, now)
     return _served(gw, name, before, now)
 
 
 @router.delete("/{name}/versions/{version}", response_model=Message)
-def delete_version(name: NamePath, version: int, p: AdminPrincipal, gw: GatewayDep) -> Message:
-    """Delete a version that is not live."""
+def delete_version(name: NamePath, version: int, p: CurrentPrincipal, gw: GatewayDep) -> Message:
+    """Delete a version that is not live (admins; owners of their own models)."""
+    _may_delete(gw, p, name)
     serving.delete_version(gw.settings.repository, name, version)
     gw.catalog.invalidate(name)
     flush_from_thread(gw.extras, name)
@@ -162,16 +173,20 @@ def delete_version(name: NamePath, version: int, p: AdminPrincipal, gw: GatewayD
 
 
 @router.delete("/{name}", response_model=Message)
-def delete_model(name: NamePath, p: AdminPrincipal, gw: GatewayDep, confirm: str | None = None) -> Message:
+def delete_model(name: NamePath, p: CurrentPrincipal, gw: GatewayDep, confirm: str | None = None) -> Message:
     """Delete a whole model (every version, the live one included); ``?confirm=<name>`` is required.
+    Admins delete any model; owners their own.
 
     Triton unloads it; history rows are kept, registry rows become ``deleted``; its version numbers are never reused.
     """
+    _may_delete(gw, p, name)
     if confirm != name:
         raise ConfirmationRequired(f"deleting model '{name}' removes every version and stops serving it; "
                                    f"repeat the model name: DELETE /api/v1/models/{name}?confirm={name}",
                                    details={"model": name, "confirm": name})
     removed = serving.delete_model(gw.settings.repository, name)
+    if (shares := shares_of(gw.extras)) is not None and name in shares.names and p.user_id is not None:
+        shares.set(name, False, p.user_id)  # a later model of the same name starts private
     gw.catalog.invalidate(name)
     flush_from_thread(gw.extras, name)
     registry.sync(gw.engine, gw.settings.repository, name)
@@ -179,9 +194,19 @@ def delete_model(name: NamePath, p: AdminPrincipal, gw: GatewayDep, confirm: str
     return Message(message=f"deleted model {name} (versions {', '.join(map(str, removed))})")
 
 
+def _may_delete(gw: Gateway, p: Principal, name: str) -> None:
+    """Admins delete anything; owners their own models; others get 404 for user models they cannot see, else 403."""
+    if p.role == "admin" or may_manage(p, name):
+        return
+    ensure_visible(gw.extras, p, name)
+    raise Forbidden("requires role 'admin' (or owning the model)", code="insufficient_role",
+                    details={"required": "admin", "role": p.role})
+
+
 @router.post("/{name}/cache/clear")
 async def clear_cache(name: NamePath, p: EngineerPrincipal, gw: GatewayDep) -> dict[str, Any]:
     """Drop every cached prediction of the model (every gateway's, when the cache is in Redis)."""
+    ensure_visible(gw.extras, p, name)
     if not gw.catalog.versions(name):
         raise ModelNotFound(name)
     cache = cache_of(gw.extras)
@@ -197,9 +222,10 @@ async def clear_cache(name: NamePath, p: EngineerPrincipal, gw: GatewayDep) -> d
 
 
 @router.get("/{name}/stats")
-async def stats(name: NamePath, _: EngineerPrincipal, gw: GatewayDep,
+async def stats(name: NamePath, p: EngineerPrincipal, gw: GatewayDep,
                 hours: Annotated[float, Query(gt=0, le=24 * 90, description="Window, in hours back from now.")] = 24.0) -> dict[str, Any]:
     """Requests, errors, latency percentiles and cache hits of the model, from the history of every gateway."""
+    ensure_visible(gw.extras, p, name)
     if not gw.catalog.versions(name):
         raise ModelNotFound(name)
     out = await gw.run_db(model_stats, name, hours)

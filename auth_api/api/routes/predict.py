@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from auth_api.core.errors import InvalidInput
 from auth_api.deps import GatewayDep, InferencePrincipal
+from auth_api.jobs.ownership import ensure_visible
 from auth_api.journal import new_prediction_id
 from auth_api.proxy.records import HEADER, base_record, failure_record, journal
 from auth_api.proxy.summaries import NP, summarize_outputs
@@ -36,8 +37,9 @@ class PredictRequest(BaseModel):
         {"records": [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]},
     ]})
     instances: list[Any] | None = Field(None, description="Rows of numbers (or nested lists for images).", max_length=10_000)
-    records: list[dict[str, float]] | None = Field(None, description="Rows keyed by the model card's feature names.",
-                                                   max_length=10_000)
+    records: list[dict[str, float | str]] | None = Field(
+        None, description="Rows keyed by the model card's feature names (text only for a card's categorical features).",
+        max_length=10_000)
     version: int | None = Field(None, ge=1, description="Pin a version (default: the live one).")
 
     @model_validator(mode="before")
@@ -93,7 +95,7 @@ def _tensor(body: PredictRequest, card: ModelCard) -> tuple[np.ndarray, str, str
         if missing or extra:
             raise InvalidInput("records do not match the model's features", code="feature_mismatch",
                                details={"missing": missing[:50], "unexpected": extra[:50], "expected": card.feature_names})
-        rows: Any = [[r[f] for f in card.feature_names] for r in body.records]
+        rows: Any = _record_rows(body.records, card)
     else:
         rows = body.instances
     try:
@@ -109,6 +111,35 @@ def _tensor(body: PredictRequest, card: ModelCard) -> tuple[np.ndarray, str, str
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInput("instances contain NaN or infinity", code="invalid_instances")
     return arr, name, dtype
+
+
+def _record_rows(records: list[dict[str, float | str]], card: ModelCard) -> list[list[float | str]]:
+    """Rows in feature order; a categorical feature's text becomes its index in the card (unknown: -1, all zeros in
+    the graph's one-hot), text anywhere else is refused."""
+    cats: dict[str, list[str]] = card.preprocessing.get("categorical") or {}
+    if not cats:
+        if any(type(v) is str for r in records for v in r.values()):
+            raise InvalidInput("features must be numbers", code="invalid_instances")
+        return [[r[f] for f in card.feature_names] for r in records]
+    index = {f: {c: float(i) for i, c in enumerate(v)} for f, v in cats.items()}
+    out = []
+    for r in records:
+        row: list[float | str] = []
+        for f in card.feature_names:
+            v = r[f]
+            if f in index:
+                row.append(index[f].get(v.strip() if isinstance(v, str) else _text(v), -1.0))
+            elif isinstance(v, str):
+                raise InvalidInput(f"feature '{f}' must be a number", code="invalid_instances", details={"feature": f})
+            else:
+                row.append(v)
+        out.append(row)
+    return out
+
+
+def _text(v: float) -> str:
+    """A number sent for a categorical feature names the category it prints as (1.0 and 1 are '1')."""
+    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 def _rows(card: ModelCard, outputs: dict[str, np.ndarray | None]) -> list[dict[str, Any]]:
@@ -150,6 +181,7 @@ async def predict(name: str, body: PredictRequest, request: Request, response: R
     try:
         # A version Triton unloaded since it was last asked (a promote or rollback under traffic) is refused: ask Triton
         # again which version it serves and retry; the last try goes unpinned, so a swap never fails a prediction.
+        ensure_visible(gw.extras, p, name)  # another user's model answers as a missing one
         for attempt in range(SWAP_RETRIES + 1):
             card, version, out, upstream_s = await _infer(name, body, gw, pin=attempt < SWAP_RETRIES)
             if out is not None or body.version:

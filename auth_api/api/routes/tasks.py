@@ -19,6 +19,7 @@ from auth_api import stored_inputs
 from auth_api.authn import Principal
 from auth_api.core.errors import NotFound
 from auth_api.deps import GatewayDep, InferencePrincipal
+from auth_api.jobs.ownership import ensure_visible, task_model
 from auth_api.journal import new_prediction_id
 from auth_api.proxy.bento import get_client
 from auth_api.proxy.records import HEADER, base_record, failure_record, journal
@@ -58,6 +59,8 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
     body = await request.body()
     pid = new_prediction_id()  # minted once the caller is known and the body read
     ctype = request.headers.get("content-type") or ("application/octet-stream" if task == "classify_image" else "application/json")
+    if (named := task_model(body, ctype)) is not None:
+        ensure_visible(gw.extras, p, named)  # another user's model answers as a missing one
     try:
         up = await get_client(gw.extras).post(task, body, ctype)
     except MlstackError as exc:  # task service down or timing out: the caller's failed prediction all the same

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from auth_api.api.docs import V2_ERROR_RESPONSES, V2_INFER_OPENAPI
 from auth_api.core.errors import NotFound
 from auth_api.deps import SECURITY_OPENAPI, EngineerPrincipal, GatewayDep, InferencePrincipal
+from auth_api.jobs.ownership import ensure_visible
 from auth_api.proxy.fastpath import proxy_infer
 from auth_api.proxy.upstream import model_path
 from auth_api.proxy.v2_errors import V2Route
@@ -75,22 +76,25 @@ async def model_stats(name: str, _: EngineerPrincipal, gw: GatewayDep, version: 
 
 @router.get("/models/{name}")
 @router.get("/models/{name}/versions/{version}")
-async def model_metadata(name: str, _: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
+async def model_metadata(name: str, p: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
     """Model metadata (inputs, outputs, versions)."""
+    ensure_visible(gw.extras, p, name)
     return await _forward_get(gw, model_path(name, version))
 
 
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(name: str, _: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
+async def model_ready(name: str, p: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
     """Model readiness."""
+    ensure_visible(gw.extras, p, name)
     return await _forward_get(gw, model_path(name, version) + "/ready")
 
 
 @router.get("/models/{name}/config")
 @router.get("/models/{name}/versions/{version}/config")
-async def model_config(name: str, _: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
+async def model_config(name: str, p: InferencePrincipal, gw: GatewayDep, version: str | None = None) -> Response:
     """Model configuration (Triton extension)."""
+    ensure_visible(gw.extras, p, name)
     return await _forward_get(gw, model_path(name, version) + "/config")
 
 
