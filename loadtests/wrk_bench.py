@@ -143,6 +143,8 @@ def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = 
     if opts.scenario == "gateways":
         from loadtests import gateways_bench
 
+        if opts.connections < opts.gateways:
+            raise ValueError(f"--connections {opts.connections} cannot reach {opts.gateways} gateways (one wrk thread each)")
         gateways_bench.require_redis(opts.gateways, settings.redis_url)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(opts.out_root or Path(settings.var_dir) / "bench") / f"{stamp}-{opts.scenario}-wrk"

@@ -125,7 +125,7 @@ def serving_overview() -> Dashboard:
 
 
 def gateway() -> Dashboard:
-    return Dashboard("mlstack-gateway", "Gateway", "Auth, rate limiting, history writer and gRPC of the auth/history API.", [
+    return Dashboard("mlstack-gateway", "Gateway", "Auth, rate limiting, history journal/ingester and gRPC of the auth/history API.", [
         Panel("Requests/s by route and status",
               (_q(f"sum by (route, status) (rate(gateway_requests_total{RATE}))", "{{route}} {{status}}"),), unit="reqps"),
         Panel("Latency p99 by route", (
@@ -134,16 +134,14 @@ def gateway() -> Dashboard:
         Panel("Auth failures/s by reason", (_q(f"sum by (reason) (rate(gateway_auth_failures_total{RATE}))", "{{reason}}"),),
               unit="reqps", description="Refused credentials: bad password, expired or tampered token, revoked key, ..."),
         Panel("Rate-limited requests/s", (_q(f"sum(rate(gateway_rate_limited_total{RATE}))", "429"),), unit="reqps"),
-        Panel("History queue depth", (_q("sum by (instance) (gateway_history_queue_depth)", "{{instance}}"),),
-              description="Records waiting for the batched writer. Alert above 80% of the queue size."),
-        Panel("History flush latency", (
-            _q(f"histogram_quantile(0.5, sum by (le) (rate(gateway_history_flush_duration_seconds_bucket{RATE})))", "p50"),
-            _q(f"histogram_quantile(0.99, sum by (le) (rate(gateway_history_flush_duration_seconds_bucket{RATE})))", "p99"),
-        ), unit="s"),
-        Panel("History rows written, backpressure, failed writes", (
-            _q(f"sum(rate(gateway_history_written_total{RATE}))", "written/s"),
-            _q(f"sum(rate(gateway_history_backpressure_total{RATE}))", "backpressure/s"),
-            _q(f"sum(rate(gateway_history_write_failures_total{RATE}))", "failed batches/s"),
+        Panel("History ingest lag and backlog", (
+            _q("max by (instance) (history_ingest_lag_seconds)", "lag {{instance}}"),
+        ), unit="s", description="Age of the newest journal record when its batch committed to the history table."),
+        Panel("History journal backlog", (_q("sum by (instance) (history_ingest_backlog_records)", "{{instance}}"),),
+              description="Journal records waiting for the ingester at the start of its last pass."),
+        Panel("History rows ingested/s, torn segments", (
+            _q(f"sum(rate(history_ingested_rows_total{RATE}))", "rows/s"),
+            _q(f"sum(rate(history_journal_torn_total{RATE}))", "torn segments/s"),
         ), unit="ops"),
         Panel("gRPC calls/s by method and code",
               (_q(f"sum by (method, code) (rate(gateway_grpc_requests_total{RATE}))", "{{method}} {{code}}"),), unit="reqps"),

@@ -20,6 +20,7 @@ import pytest
 
 from mlstack.process import ManagedProcess, port_in_use
 from mlstack.supervisor import RestartPolicy, Supervisor, SupervisorMetrics
+from tests.fixtures.gateway import PASSWORD
 from tests.fixtures.triton import free_ports
 
 MLSTACK = [sys.executable, "-m", "mlstack"]
@@ -128,7 +129,9 @@ def test_mlstack_up_two_gateways_share_state_survive_a_kill_and_stop_when_one_ca
         (http,) = free_ports(1)
         if not port_in_use("127.0.0.1", http + 1):
             break
-    env.update({"MLSTACK_GATEWAY_HTTP_PORT": str(http), "MLSTACK_REDIS_URL": "redis://127.0.0.1:6379/9"})
+    env.update({"MLSTACK_GATEWAY_HTTP_PORT": str(http), "MLSTACK_REDIS_URL": REDIS_DB,
+                "MLSTACK_GATEWAY_RATE_LIMIT_RPS": "0.001", "MLSTACK_GATEWAY_RATE_LIMIT_BURST": str(BURST)})
+    _forget_rate_limits()  # a fresh database reuses user ids: a bucket left from an earlier run would be drained
     a, b = f"http://127.0.0.1:{http}", f"http://127.0.0.1:{http + 1}"
     proc = subprocess.Popen([*MLSTACK, "up", "--only", "gateway", "--gateways", "2"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -139,6 +142,7 @@ def test_mlstack_up_two_gateways_share_state_survive_a_kill_and_stop_when_one_ca
                            timeout=10).json()["access_token"]
         me = httpx.get(f"{b}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert me.status_code == 200 and me.json()["username"] == "admin", me.text  # one key, one database
+        _revocation_and_rate_limit_span_both_gateways(a, b, token)
 
         os.kill(_child_pid(proc.pid, "auth_api", http), signal.SIGKILL)
         _read_until(proc, "gateway restarted and ready", lines)
@@ -163,6 +167,54 @@ def test_mlstack_up_two_gateways_share_state_survive_a_kill_and_stop_when_one_ca
     assert "killed by signal SIGKILL" in text and "error: gateway keeps failing (2 restarts" in text, text
     assert "address already in use" in text.split("keeps failing")[1], text
     assert text.index("stopping gateway-2") < text.index("stopping ingester"), text
+
+
+REDIS_DB = "redis://127.0.0.1:6379/9"
+BURST = 25  # no refill (0.001/s): a bucket holds BURST requests in all
+
+
+def _forget_rate_limits() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_DB)
+    try:
+        for key in client.scan_iter("mlstack:rl:*"):
+            client.delete(key)
+    except redis.ConnectionError:
+        pytest.fail("Redis is not reachable on 127.0.0.1:6379: install and start it (apt-get install redis-server; "
+                    "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '')", pytrace=False)
+    finally:
+        client.close()
+
+
+def _revocation_and_rate_limit_span_both_gateways(a: str, b: str, admin_token: str) -> None:
+    """Issue 18 item 4 across two gateway processes on two ports: a key revoked through A is refused by B within 100 ms;
+    one user's rate limit holds for A and B together."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=a, headers=admin, timeout=10) as ca, httpx.Client(base_url=b, timeout=10) as cb:
+        created = ca.post("/api/v1/api-keys", json={"name": "k", "scopes": ["predict"]})
+        assert created.status_code == 201, created.text
+        key = {"X-API-Key": created.json()["key"]}
+        assert cb.get("/api/v1/auth/me", headers=key).status_code == 200  # B has the key cached now
+        assert ca.delete(f"/api/v1/api-keys/{created.json()['id']}").status_code == 200
+        t0 = time.monotonic()
+        while (code := cb.get("/api/v1/auth/me", headers=key).status_code) == 200:
+            assert time.monotonic() - t0 < 2.0, "gateway B still accepts the key revoked through A"
+            time.sleep(0.005)  # at most ~20 polls in 100 ms: the key's own bucket (BURST) cannot run dry first
+        assert code == 401 and time.monotonic() - t0 < 0.1, (code, time.monotonic() - t0)
+
+        r = ca.post("/api/v1/users", json={"username": "limited", "password": PASSWORD, "role": "user"})
+        assert r.status_code == 201, r.text
+        login = cb.post("/api/v1/auth/login", json={"username": "limited", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        user = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        codes: dict[str, list[int]] = {a: [], b: []}
+        for i in range(BURST + 15):  # alternating: the user's requests split evenly over the two gateways
+            c = ca if i % 2 == 0 else cb
+            codes[str(c.base_url).rstrip("/")].append(c.get("/api/v1/auth/me", headers=user).status_code)
+        every = codes[a] + codes[b]
+        assert every.count(200) == BURST and every.count(429) == 15, codes  # one bucket for both, not BURST each
+        assert 429 in codes[a] and 429 in codes[b], codes
 
 
 def _child_pid(parent: int, module: str, port: int) -> int:

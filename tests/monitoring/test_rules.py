@@ -38,7 +38,7 @@ def test_every_alert_has_a_unit_test() -> None:
               for case in t.get("alert_rule_test", []) if case.get("exp_alerts")}
     assert alerts == tested, f"alerts without a firing test case: {sorted(alerts - tested)}"
     assert {"TargetDown", "ModelNotReady", "TritonErrorRatioHigh", "GatewayErrorRatioHigh",
-            "GatewayLatencyP99AboveSLO", "HistoryQueueNearFull"} <= alerts
+            "GatewayLatencyP99AboveSLO", "HistoryIngestLagging"} <= alerts
 
 
 def test_local_config_uses_the_settings_ports(promtool: str, tmp_path: Path) -> None:
