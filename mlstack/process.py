@@ -50,6 +50,20 @@ def port_in_use(host: str, port: int) -> bool:
 MAX_LOG_BYTES = 64 * 1024 * 1024
 
 
+def pid_alive(pid: int) -> bool:
+    """``pid`` runs on this host (a zombie, exited but not yet reaped by whoever started it, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def start_log(path: Path, argv: Sequence[str]) -> int:
     """Append a start marker (time and command) to the log ``path`` and return the offset where this run's output begins.
 

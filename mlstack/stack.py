@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from mlstack import replicas
 from mlstack.private import private_dir
-from mlstack.process import ManagedProcess
+from mlstack.process import ManagedProcess, pid_alive
 from mlstack.replicas import Plan
 from mlstack.settings import Settings
 from mlstack.supervisor import Report, RestartPolicy, Supervised, Supervisor, SupervisorMetrics
@@ -215,14 +215,6 @@ def down(settings: Settings, timeout: float = 60.0) -> bool:
         pf.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     return True
-
-
-def _alive(pid: int) -> bool:
-    """``pid`` runs (a zombie, exited but not yet reaped by whoever started it, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

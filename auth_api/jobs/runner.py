@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from auth_api.jobs import store
+from mlstack.process import pid_alive
 from mlstack.settings import Settings
 from training.jobs.data import DataRef
 
@@ -95,7 +96,7 @@ class JobRunner:
         n = 0
         for job in store.active(self.engine):
             owner = job.runner or ""
-            if owner.startswith("local:") and owner != self.ident and not _alive(int(owner.split(":")[1])):
+            if owner.startswith("local:") and owner != self.ident and not pid_alive(int(owner.split(":")[1])):
                 n += store.finish(self.engine, job.id, "failed", code="worker_lost",
                                   error="the gateway restarted; its local Ray instance (and this job's worker) went with it")
         return n
@@ -155,16 +156,6 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     started.wait()
     if failed:
         raise failed[0]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reason(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from mlstack.errors import MlstackError
-from mlstack.process import Launcher, ManagedProcess, port_in_use
+from mlstack.process import Launcher, ManagedProcess, pid_alive, port_in_use
 from mlstack.repository.remote import Remote, open_repository
 from mlstack.settings import Settings
 from services.triton.health import failed_models, health
@@ -42,7 +42,6 @@ def pid_file(settings: Settings) -> Path:
 
 def log_file(settings: Settings) -> Path:
     return Path(settings.var_dir) / "logs" / "triton.log"
-
 
 
 class TritonServer(Launcher):
@@ -160,20 +159,6 @@ class TritonServer(Launcher):
         return failed_models(self.health())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it has exited for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _terminate(pid: int, timeout: float, wait=None) -> None:
     """Stop tritonserver ``pid`` (leader of its own process group) and anything left in its group."""
     with contextlib.suppress(ProcessLookupError):
@@ -185,7 +170,7 @@ def _terminate(pid: int, timeout: float, wait=None) -> None:
         except subprocess.TimeoutExpired:
             logger.warning("tritonserver %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
     else:
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     # The group id is the server's pid (start_new_session); stubs left behind die with it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -213,7 +198,7 @@ def running_pid(settings: Settings) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         cmdline = []
-    if not cmdline or not cmdline[0].endswith(b"tritonserver") or not _alive(pid):
+    if not cmdline or not cmdline[0].endswith(b"tritonserver") or not pid_alive(pid):
         logger.warning("removing stale pid file %s (pid %d is not a tritonserver)", path, pid)
         with contextlib.suppress(OSError):
             path.unlink()
