@@ -21,6 +21,9 @@ from mlstack.settings import Settings
 _METRIC = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
 
 
+BENCH_RATE_LIMIT = "1000000"  # requests/s and burst per user
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,7 +110,10 @@ def gateway(settings: Settings, log: Path, pin: bool, pids: list[int] | None = N
             extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, str, str]]:
     """``python -m auth_api`` with a fresh SQLite DB and a bench user; yields (url, username, password)."""
     admin_pw, user_pw = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    env = {**os.environ, **_env(settings), **(extra_env or {}), "MLSTACK_ADMIN_PASSWORD": admin_pw}
+    # The rate limit stays on (its bucket is part of the per-request cost) but far above any load a bench makes: the
+    # default (5,000/s per user, split among workers) refused cache hits at ~6,000/s.
+    limits = {"MLSTACK_GATEWAY_RATE_LIMIT_RPS": BENCH_RATE_LIMIT, "MLSTACK_GATEWAY_RATE_LIMIT_BURST": BENCH_RATE_LIMIT}
+    env = {**os.environ, **_env(settings), **limits, **(extra_env or {}), "MLSTACK_ADMIN_PASSWORD": admin_pw}
     env.pop("MLSTACK_DATABASE_URL", None)
     argv = [*(pin_prefix(server_cpus()) if pin else []), sys.executable, "-m", "auth_api"]
     with open(log, "wb") as out:
