@@ -52,7 +52,8 @@ def run_single(settings: Settings) -> None:
     import uvicorn
     import uvloop
 
-    from auth_api import workers
+    from auth_api import gc_tuning, workers
+    from auth_api.http_protocol import CoalescingHttpToolsProtocol
     from auth_api.main import create_app
 
     # The embedded ingester's thread shares the GIL with the event loop; with the default 5 ms switch interval a batch
@@ -60,9 +61,10 @@ def run_single(settings: Settings) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = create_app(settings)
     info = workers.current()
-    asgi = app if info is None else _listen_together(app, info)
+    gc_tuning.configure()
+    asgi = gc_tuning.freeze_after_startup(app if info is None else _listen_together(app, info))
     config = uvicorn.Config(asgi, host=settings.gateway_host, port=settings.gateway_http_port, log_level="warning",
-                            access_log=False, http="httptools", timeout_graceful_shutdown=10)
+                            access_log=False, http=CoalescingHttpToolsProtocol, timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
 
     async def main() -> None:

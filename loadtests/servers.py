@@ -107,15 +107,15 @@ def baseline(model_dir: Path, log: Path, pin: bool, pids: list[int] | None = Non
 
 @contextlib.contextmanager
 def gateway(settings: Settings, log: Path, pin: bool, pids: list[int] | None = None,
-            extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, str, str]]:
-    """``python -m auth_api`` with a fresh SQLite DB and a bench user; yields (url, username, password)."""
+            extra_env: dict[str, str] | None = None, command: list[str] | None = None) -> Iterator[tuple[str, str, str]]:
+    """``python -m auth_api`` (or ``command``) with a fresh SQLite DB and a bench user; yields (url, username, password)."""
     admin_pw, user_pw = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     # The rate limit stays on (its bucket is part of the per-request cost) but far above any load a bench makes: the
     # default (5,000/s per user, split among workers) refused cache hits at ~6,000/s.
     limits = {"MLSTACK_GATEWAY_RATE_LIMIT_RPS": BENCH_RATE_LIMIT, "MLSTACK_GATEWAY_RATE_LIMIT_BURST": BENCH_RATE_LIMIT}
     env = {**os.environ, **_env(settings), **limits, **(extra_env or {}), "MLSTACK_ADMIN_PASSWORD": admin_pw}
     env.pop("MLSTACK_DATABASE_URL", None)
-    argv = [*(pin_prefix(server_cpus()) if pin else []), sys.executable, "-m", "auth_api"]
+    argv = [*(pin_prefix(server_cpus()) if pin else []), *(command or [sys.executable, "-m", "auth_api"])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     if pids is not None:
@@ -130,6 +130,28 @@ def gateway(settings: Settings, log: Path, pin: bool, pids: list[int] | None = N
         if r.status_code != 201:
             raise RuntimeError(f"could not create the bench user: HTTP {r.status_code} {r.text[:300]}")
         yield url, "bench", user_pw
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def ingester(settings: Settings, log: Path, pids: list[int] | None = None) -> Iterator[None]:
+    """``python -m auth_api.ingester`` over the journal of a gateway started with ``settings`` and
+    ``MLSTACK_GATEWAY_INGESTER=external`` (as ``mlstack up`` runs it), so its CPU is measured apart from the gateway's.
+    Enter it before the gateway: it waits for the gateway's schema, and on exit (after the gateway has stopped) it
+    ingests whatever the journal still holds before it stops."""
+    env = {**os.environ, **_env(settings), "MLSTACK_INGESTER_METRICS_PORT": "0"}
+    env.pop("MLSTACK_DATABASE_URL", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "auth_api.ingester"], stdout=out, stderr=subprocess.STDOUT, env=env)
+    if pids is not None:
+        pids.append(proc.pid)
+    try:
+        time.sleep(0.2)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the history ingester exited with {proc.returncode}; log {log}:\n"
+                               f"{log.read_text(errors='replace')[-1500:]}")
+        yield
     finally:
         stop(proc)
 

@@ -29,9 +29,11 @@ from mlstack.settings import Settings
 logger = logging.getLogger(__name__)
 
 LEGS = {"triton": ("triton", "baseline"), "gateway": ("direct", "gateway", "baseline"), "cache": ("hit", "miss")}
-SERVES = {"triton": ("triton",), "direct": ("triton",), "gateway": ("gateway", "triton"), "baseline": ("baseline",),
-          "hit": ("gateway", "triton"), "miss": ("gateway", "triton")}  # the trees whose CPU a leg charges
+SERVES = {"triton": ("triton",), "direct": ("triton",), "gateway": ("gateway", "triton", "ingester"),
+          "baseline": ("baseline",), "hit": ("gateway", "triton", "ingester"),
+          "miss": ("gateway", "triton", "ingester")}  # the trees whose CPU a leg charges
 SETTLE_S = 0.3  # after wrk stops: in-flight requests and the gateway's 0.2 s history flush finish inside the window
+INGESTER_SETTLE_MAX_S = 20.0
 
 
 @dataclass
@@ -46,6 +48,7 @@ class WrkOptions:
     out_root: Path | None = None
     pin: bool = False
     gateways: int = 1  # scenario gateways: how many gateways share Redis in the last leg
+    ingester: str = "external"  # history ingester: its own process (as `mlstack up`), or "embedded" in the gateway
 
 
 @dataclass
@@ -161,7 +164,7 @@ def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = 
         (out_dir / "summary.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
         return report
     s = servers.bench_settings(settings, repository, out_dir / "var")
-    pids: dict[str, list[int]] = {"triton": [], "gateway": [], "baseline": []}
+    pids: dict[str, list[int]] = {"triton": [], "gateway": [], "baseline": [], "ingester": []}
     infer = f"/v2/models/{opts.model}/infer"
     with contextlib.ExitStack() as stack:
         progress(f"starting Triton over {repository}")
@@ -171,6 +174,9 @@ def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = 
             progress("starting the gateway" + (" with the prediction cache on" if opts.scenario == "cache" else ""))
             # The gateway scenario measures the front door without the cache, whatever the caller's environment says.
             extra = {"MLSTACK_GATEWAY_PREDICTION_CACHE": "true" if opts.scenario == "cache" else "false"}
+            if opts.ingester == "external":  # as `mlstack up` runs it: history's CPU is reported apart from the gateway's
+                extra["MLSTACK_GATEWAY_INGESTER"] = "external"
+                stack.enter_context(servers.ingester(s, out_dir / "ingester.log", pids["ingester"]))
             urls["gateway"], *rest = stack.enter_context(servers.gateway(s, out_dir / "gateway-server.log", opts.pin,
                                                                          pids["gateway"], extra))
             creds = (rest[0], rest[1])
@@ -194,7 +200,7 @@ def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = 
                 result = wrk.run(host + infer, connections=opts.connections, duration_s=opts.duration_s, threads=threads,
                                  mode=mode, width=width, input_name=input_name, token=token,
                                  log=out_dir / f"{name}-{rnd}.wrk.log", cpu_prefix=pin_prefix(wrk_cpus) if opts.pin else None)
-                _settle()
+                _settle(served.get("ingester"))
                 after = cpu.snapshot(served)
                 hits = None if hits_before is None else _cache_hits(host, opts.model, s) - hits_before
                 report.runs.append(LegRun(name, rnd, result, cpu.ms_per_request(before, after, result.requests), cpu.load_average(),
@@ -202,7 +208,7 @@ def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = 
                 if result.bad_sample:
                     report.notes.append(f"{name} round {rnd}: {result.bad_responses} bad responses, e.g. {result.bad_sample[:200]}")
         if opts.scenario in ("gateway", "cache"):
-            stack.close()  # the gateway drains its history queue on stop
+            stack.close()  # the gateway stops, then the ingester ingests what the journal still holds
             ok = sum(r.run.requests - r.run.errors for r in report.runs if target[r.name] == "gateway")
             report.history = check_history_rows(s, ok, report.notes)
     _sanity(report, opts)
@@ -210,8 +216,20 @@ def run(opts: WrkOptions, settings: Settings, progress: Callable[[str], None] = 
     return report
 
 
-def _settle() -> None:
+def _settle(ingester_pid: int | None = None) -> None:
+    """Let in-flight requests finish; with an external ingester, also wait until it is idle (it works a backlog after
+    the leg, whose CPU belongs to the leg)."""
     time.sleep(SETTLE_S)
+    if ingester_pid is None:
+        return
+    deadline = time.monotonic() + INGESTER_SETTLE_MAX_S
+    last = cpu.tree_cpu_s(ingester_pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)  # longer than its 0.2 s poll: two polls without work
+        now = cpu.tree_cpu_s(ingester_pid)
+        if now - last < 0.01:
+            return
+        last = now
 
 
 def _input_of(config: Path) -> tuple[str, int]:

@@ -137,7 +137,7 @@ def _print_wrk(report: WrkReport) -> None:
     title = (f"mlstack bench {report.scenario} --engine wrk: c={report.connections}, {report.threads} wrk thread(s), "
              f"{report.duration_s:g}s legs, median of {rounds} round(s), {report.cpu_count} CPUs")
     table = Table(title=title)
-    trees = ("triton", "gateway", "baseline")
+    trees = ("triton", "gateway", "ingester", "baseline")
     for col in ("leg", "requests", "rps", "p50 ms", "p99 ms", "errors", *(f"{t} CPU ms/req" for t in trees), "wrk CPU ms/req",
                 *(("cache hits",) if report.scenario == "cache" else ())):
         table.add_column(col, justify="right" if col != "leg" else "left")
