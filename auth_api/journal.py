@@ -206,8 +206,9 @@ def writer_alive(directory: Path, writer: str) -> bool:
     return False
 
 
-def read(path: Path, offset: int, max_records: int, max_bytes: int = 16 * 1024 * 1024) -> Chunk:
-    """Whole, intact records of ``path`` from ``offset``: at most ``max_records``, one at least if one is there."""
+def read(path: Path, offset: int, max_records: int, max_bytes: int = 1024 * 1024) -> Chunk:
+    """Whole, intact records of ``path`` from ``offset``: at most ``max_records`` within ``max_bytes`` (a batch of small
+    records, not the whole backlog: each call reads only what it returns), one at least if one is there."""
     records: list[dict[str, Any]] = []
     at = 0
     with open(path, "rb") as f:

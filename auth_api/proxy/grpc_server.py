@@ -39,7 +39,8 @@ ADMIN_ONLY = {SERVICE + m for m in ("RepositoryModelLoad", "RepositoryModelUnloa
                                     "SystemSharedMemoryUnregister", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
                                     "TraceSetting", "LogSettings")}
 ENGINEER_ONLY = {SERVICE + "ModelStatistics"}  # the same rule as GET /v2/models/{name}/stats
-DROP_METADATA = {"authorization", "x-api-key"}
+INFER = SERVICE + "ModelInfer"
+HANDLER_CACHE_LIMIT = 256
 # 1 GiB: Triton's own limit; the HTTP body limit does not apply to streamed tensors here.
 MAX_MESSAGE = 1 << 30
 _MD_KEY = RAW_HEADER.decode()
@@ -49,20 +50,46 @@ class _Proxy(grpc.GenericRpcHandler):
     def __init__(self, gw: Gateway, channel: aio.Channel):
         self.gw = gw
         self.channel = channel
+        # One handler (and one upstream multicallable) per method, not one per call; bounded, as clients pick the names.
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._counts: dict[tuple[str, str], Any] = {}  # gateway_grpc_requests_total children
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = details.method
+        handler = self._handlers.get(method)
+        if handler is not None:
+            return handler
         if not method.startswith(SERVICE):
             return None
         if method.endswith("/ModelStreamInfer"):
-            return grpc.stream_stream_rpc_method_handler(self._stream(method))
-        return grpc.unary_unary_rpc_method_handler(self._unary(method))
+            handler = grpc.stream_stream_rpc_method_handler(self._stream(method))
+        elif method == INFER:
+            handler = grpc.unary_unary_rpc_method_handler(self._infer(method))
+        else:
+            handler = grpc.unary_unary_rpc_method_handler(self._unary(method))
+        if len(self._handlers) < HANDLER_CACHE_LIMIT:
+            self._handlers[method] = handler
+        return handler
+
+    def count(self, method: str, code: str) -> None:
+        """gateway_grpc_requests_total{method, code} += 1 (children cached: ``labels`` costs more than ``inc``)."""
+        child = self._counts.get((method, code))
+        if child is None:
+            child = self.gw.metrics.grpc_requests.labels(method, code)
+            if len(self._counts) < HANDLER_CACHE_LIMIT:
+                self._counts[(method, code)] = child
+        child.inc()
 
     async def _auth(self, method: str, context: aio.ServicerContext) -> tuple[Principal, list[tuple[str, Any]]]:
-        md = list(context.invocation_metadata() or ())
-        auth = next((v for k, v in md if k == "authorization"), None)
-        key = next((v for k, v in md if k == "x-api-key"), None)
-        forward = [(k, v) for k, v in md if k not in DROP_METADATA and not k.startswith("grpc-") and k != "user-agent"]
+        auth = key = None
+        forward = []
+        for k, v in context.invocation_metadata() or ():  # one pass: this runs on every call
+            if k == "authorization":
+                auth = v if auth is None else auth
+            elif k == "x-api-key":
+                key = v if key is None else key
+            elif k != "user-agent" and not k.startswith("grpc-"):
+                forward.append((k, v))
         if method in PUBLIC:
             return ANONYMOUS, forward
         p: Principal | None = None
@@ -88,57 +115,75 @@ class _Proxy(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "requires role 'engineer'")
         return p, forward
 
-    def _check(self, request: bytes, p: Principal) -> str:
-        """The request's id; TensorRejected / ModelNotFound unless the ModelInferRequest fits its model's config."""
+    def _check(self, request: bytes, p: Principal) -> tuple[str, str]:
+        """(the request's id, its model); TensorRejected / ModelNotFound unless the ModelInferRequest fits its model's
+        config."""
         req = grpc_tensors.parse(request)
-        ensure_visible(self.gw.extras, p, req.model_name)  # another user's model answers as a missing one
-        spec = self.gw.catalog.spec(req.model_name, req.model_version or None)
+        model = req.model_name
+        ensure_visible(self.gw.extras, p, model)  # another user's model answers as a missing one
+        spec = self.gw.catalog.spec(model, req.model_version or None)
         check(spec, grpc_tensors.sent_inputs(req), self.gw.settings.gateway_max_tensor_elements)
-        return str(req.id)
+        return req.id, model
 
-    def _unary(self, method: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+    def _infer(self, method: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+        """ModelInfer: checked, forwarded, a prediction (history row, metrics, trailing ``x-prediction-id``)."""
         call = self.channel.unary_unary(method)
         name = method.removeprefix(SERVICE)
 
         async def handle(request: bytes, context: aio.ServicerContext) -> bytes:
             start = time.perf_counter()
             p, md = await self._auth(method, context)
-            if name == "ModelInfer":
-                try:
-                    self._check(request, p)
-                except MlstackError as exc:
-                    self.gw.metrics.grpc_requests.labels(name, refusal_status(exc).name).inc()
-                    await self.record_failure(p, context, request, int(exc.status), str(exc.code), start, 0.0)
-                    await context.abort(refusal_status(exc), exc.message)
-            elif name in _NAMED:  # another user's model does not exist for this caller here either
-                model = _NAMED[name].FromString(request).name
-                if not may_use(p, model, shares_of(self.gw.extras)):
-                    await context.abort(grpc.StatusCode.NOT_FOUND, f"model '{model[:64]}' not found")
-            remaining = context.time_remaining()
+            try:
+                model = self._check(request, p)[1]
+            except MlstackError as exc:
+                self.count(name, refusal_status(exc).name)
+                self.record_failure(p, context, request, int(exc.status), str(exc.code), start, 0.0)
+                await context.abort(refusal_status(exc), exc.message)
             up_start = time.perf_counter()
             try:
-                resp: bytes = await call(request, metadata=md, timeout=remaining)
+                resp: bytes = await call(request, metadata=md or None, timeout=context.time_remaining())
             except aio.AioRpcError as exc:
-                self.gw.metrics.grpc_requests.labels(name, exc.code().name).inc()
-                if name == "ModelInfer":
-                    status, code = grpc_failure(exc.code())
-                    await self.record_failure(p, context, request, status, code, start, time.perf_counter() - up_start)
+                self.count(name, exc.code().name)
+                status, code = grpc_failure(exc.code())
+                self.record_failure(p, context, request, status, code, start, time.perf_counter() - up_start)
                 await context.abort(exc.code(), exc.details() or "upstream error")
-            self.gw.metrics.grpc_requests.labels(name, "OK").inc()
-            if name == "ModelInfer":
-                await self.record(p, context, request, resp, start, up_start)
+            self.count(name, "OK")
+            self.record(p, context, request, resp, start, up_start, model=model)
             return resp
 
         return handle
 
-    async def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
-                     up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> str:
+    def _unary(self, method: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+        """Every other unary method: authorised, forwarded."""
+        call = self.channel.unary_unary(method)
+        name = method.removeprefix(SERVICE)
+        named = _NAMED.get(name)
+
+        async def handle(request: bytes, context: aio.ServicerContext) -> bytes:
+            p, md = await self._auth(method, context)
+            if named is not None:  # another user's model does not exist for this caller here either
+                model = named.FromString(request).name
+                if not may_use(p, model, shares_of(self.gw.extras)):
+                    await context.abort(grpc.StatusCode.NOT_FOUND, f"model '{model[:64]}' not found")
+            try:
+                resp: bytes = await call(request, metadata=md or None, timeout=context.time_remaining())
+            except aio.AioRpcError as exc:
+                self.count(name, exc.code().name)
+                await context.abort(exc.code(), exc.details() or "upstream error")
+            self.count(name, "OK")
+            return resp
+
+        return handle
+
+    def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
+               up_start: float, *, model: str | None = None, protocol: str = "grpc", streamed: bool = False) -> str:
         """History row and latency of one answered inference (``resp``: a ModelInferResponse, or a
         ModelStreamInferResponse when ``streamed``); its prediction id (in the trailing metadata of a unary call)."""
         now = time.perf_counter()
-        self.gw.metrics.observe_grpc_infer(infer_model_name(request), now - start, now - up_start)
+        metrics = self.gw.metrics
+        metrics.observe_grpc_infer(infer_model_name(request) if model is None else model, now - start, now - up_start)
         if p.user_id is not None:  # Usage dashboard, as authorize() counts REST callers
-            self.gw.metrics.count_principal(p.kind, p.user_id)
+            metrics.count_principal(p.kind, p.user_id)
         rec = base_record(p, model="", version=None, protocol=protocol, status=200, total_s=now - start,
                           upstream_s=now - up_start, client_ip=_peer_ip(context))
         pid = new_prediction_id()
@@ -147,8 +192,8 @@ class _Proxy(grpc.GenericRpcHandler):
             context.set_trailing_metadata(((_MD_KEY, pid),))
         return pid
 
-    async def record_failure(self, p: Principal, context: aio.ServicerContext, request: bytes, status: int, code: str,
-                             start: float, upstream_s: float, *, streamed: bool = False) -> str:
+    def record_failure(self, p: Principal, context: aio.ServicerContext, request: bytes, status: int, code: str,
+                       start: float, upstream_s: float, *, streamed: bool = False) -> str:
         """History row of a refused or failed inference: status and error code, no outputs (no parse on this path)."""
         rec = failure_record(p, model=infer_model_name(request), version=None, protocol="grpc", status=status, code=code,
                              total_s=time.perf_counter() - start, upstream_s=upstream_s, client_ip=_peer_ip(context))
@@ -179,11 +224,14 @@ def _peer_ip(context: aio.ServicerContext) -> str:
 
 async def start_grpc(gw: Gateway, host: str, port: int) -> tuple[aio.Server, aio.Channel, int]:
     """Start the pass-through server; returns (server, upstream channel, bound port)."""
-    opts = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+    # channelz (on by default) keeps per-call counters and timestamps that nothing here reads.
+    opts = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.enable_channelz", 0)]
     target, lb_opts = channel_target(gw.settings.triton_grpc_targets)
     channel = aio.insecure_channel(target, options=opts + lb_opts)
     server = aio.server(options=opts)
-    server.add_generic_rpc_handlers([_Proxy(gw, channel)])
+    proxy = _Proxy(gw, channel)
+    server.add_generic_rpc_handlers([proxy])
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         await channel.close()

@@ -36,13 +36,15 @@ class _Proxy(Protocol):
     gw: Any
     channel: aio.Channel
 
-    def _check(self, request: bytes, p: Principal) -> str: ...
+    def _check(self, request: bytes, p: Principal) -> tuple[str, str]: ...
 
-    async def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
-                     up_start: float, *, protocol: str = "grpc", streamed: bool = False) -> str: ...
+    def count(self, method: str, code: str) -> None: ...
 
-    async def record_failure(self, p: Principal, context: aio.ServicerContext, request: bytes, status: int, code: str,
-                             start: float, upstream_s: float, *, streamed: bool = False) -> str: ...
+    def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
+               up_start: float, *, model: str | None = None, protocol: str = "grpc", streamed: bool = False) -> str: ...
+
+    def record_failure(self, p: Principal, context: aio.ServicerContext, request: bytes, status: int, code: str,
+                       start: float, upstream_s: float, *, streamed: bool = False) -> str: ...
 
 
 def refusal_status(exc: MlstackError) -> grpc.StatusCode:
@@ -60,23 +62,22 @@ class StreamRelay:
 
     def __init__(self, proxy: _Proxy, method: str, p: Principal, md: list[tuple[str, Any]], context: aio.ServicerContext):
         self.proxy, self.method, self.p, self.md, self.context = proxy, method, p, md, context
-        self.pending: deque[tuple[str, bytes, float]] = deque()  # (request id, request, sent at)
+        self.pending: deque[tuple[str, bytes, float, str]] = deque()  # (request id, request, sent at, model)
         self.refused: list[MlstackError] = []
 
     async def _checked(self, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for request in requests:
             start = time.perf_counter()
             try:
-                rid = self.proxy._check(request, self.p)
+                rid, model = self.proxy._check(request, self.p)
             except MlstackError as exc:
                 # Stop forwarding: Triton answers what it already has, then the stream ends with the error.
                 self.refused.append(exc)
-                self.proxy.gw.metrics.grpc_requests.labels(METHOD, refusal_status(exc).name).inc()
-                pid = await self.proxy.record_failure(self.p, self.context, request, int(exc.status), str(exc.code), start,
-                                                      0.0)
+                self.proxy.count(METHOD, refusal_status(exc).name)
+                pid = self.proxy.record_failure(self.p, self.context, request, int(exc.status), str(exc.code), start, 0.0)
                 self.context.set_trailing_metadata(((PREDICTION_ID, pid),))  # the stream ends with this refusal
                 return
-            self.pending.append((rid, request, start))
+            self.pending.append((rid, request, start, model))
             yield request
 
     async def run(self, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -86,20 +87,20 @@ class StreamRelay:
                 yield await self._answer(resp)
         except aio.AioRpcError as exc:
             if not self.refused:
-                self.proxy.gw.metrics.grpc_requests.labels(METHOD, exc.code().name).inc()
+                self.proxy.count(METHOD, exc.code().name)
                 await self.context.abort(exc.code(), exc.details() or "upstream error")
         if self.refused:
             await self.context.abort(refusal_status(self.refused[0]), self.refused[0].message)
 
-    def _take(self, rid: str) -> tuple[bytes, float] | None:
+    def _take(self, rid: str) -> tuple[bytes, float, str] | None:
         if rid:
-            for i, (pid, request, start) in enumerate(self.pending):
+            for i, (pid, request, start, model) in enumerate(self.pending):
                 if pid == rid:
                     del self.pending[i]
-                    return request, start
+                    return request, start, model
         if self.pending:
-            _, request, start = self.pending.popleft()
-            return request, start
+            _, request, start, model = self.pending.popleft()
+            return request, start, model
         return None
 
     async def _answer(self, resp: bytes) -> bytes:
@@ -107,17 +108,16 @@ class StreamRelay:
         taken = self._take(msg.infer_response.id)
         if taken is None:  # more answers than requests (a decoupled model): passed through, not a prediction of its own
             return resp
-        request, start = taken
+        request, start, model = taken
         if msg.error_message == WARMUP_ERROR and (retried := await self._retry(request)) is not None:
             resp, msg = retried
-        metrics = self.proxy.gw.metrics
         if msg.error_message:
-            metrics.grpc_requests.labels(METHOD, "INTERNAL").inc()
-            pid = await self.proxy.record_failure(self.p, self.context, request, 500, "inference_failed", start,
-                                                  time.perf_counter() - start, streamed=True)
+            self.proxy.count(METHOD, "INTERNAL")
+            pid = self.proxy.record_failure(self.p, self.context, request, 500, "inference_failed", start,
+                                            time.perf_counter() - start, streamed=True)
         else:
-            metrics.grpc_requests.labels(METHOD, "OK").inc()
-            pid = await self.proxy.record(self.p, self.context, request, resp, start, start, streamed=True)
+            self.proxy.count(METHOD, "OK")
+            pid = self.proxy.record(self.p, self.context, request, resp, start, start, model=model, streamed=True)
         # Trailing metadata comes once per call, so each answer carries its own id in its parameters.
         msg.infer_response.parameters[PREDICTION_ID_PARAM].string_param = pid
         return msg.SerializeToString()

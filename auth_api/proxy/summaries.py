@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 NP = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32, "INT16": np.int16,
       "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
@@ -20,9 +21,24 @@ LabelLookup = Callable[[str, str | None], list[str] | None]
 
 
 def _split(body: bytes, header_len: int | None) -> tuple[dict[str, Any], bytes]:
-    if header_len is not None:
-        return json.loads(body[:header_len]), body[header_len:]
-    return json.loads(body), b""
+    head, rest = (body[:header_len], body[header_len:]) if header_len is not None else (body, b"")
+    return _loads(head), rest
+
+
+def _loads(doc: bytes) -> Any:
+    # orjson: the JSON parse was a third of a summary's CPU with the standard library's. It refuses what Python's json
+    # takes (NaN, Infinity), which a client may send: those documents go the standard library's way.
+    try:
+        return orjson.loads(doc)
+    except orjson.JSONDecodeError:
+        return json.loads(doc)
+
+
+def shape_text(shape: Any) -> str:
+    """A shape as the history column stores it (``json.dumps`` of the list: "[1, 4]"), without the encoder for ints."""
+    if isinstance(shape, list) and all(type(d) is int for d in shape):
+        return "[" + ", ".join(map(str, shape)) + "]"
+    return json.dumps(shape)
 
 
 def _tensors(doc: dict[str, Any], binary: bytes, key: str) -> dict[str, np.ndarray | None]:
@@ -78,7 +94,7 @@ def http_finisher(req_body: bytes, req_hlen: int | None, resp_body: bytes, resp_
         doc, _ = _split(body, req_hlen)
         inputs = doc.get("inputs") or []
         if inputs:
-            rec["input_shape"] = json.dumps(inputs[0].get("shape"))[:128]
+            rec["input_shape"] = shape_text(inputs[0].get("shape"))[:128]
             rec["input_dtype"] = str(inputs[0].get("datatype"))[:16]
         if rec.get("status") == 200 and resp_body:
             rdoc, rbin = _split(resp_body, resp_hlen)
@@ -102,7 +118,7 @@ def grpc_finisher(req: bytes, resp: bytes | None, labels: LabelLookup,
         rec["model"] = r.model_name[:64]
         rec["version"] = r.model_version or None
         if r.inputs:
-            rec["input_shape"] = json.dumps(list(r.inputs[0].shape))
+            rec["input_shape"] = shape_text(list(r.inputs[0].shape))
             rec["input_dtype"] = r.inputs[0].datatype[:16]
         if resp is not None:
             out = (service_pb2.ModelStreamInferResponse.FromString(resp).infer_response if streamed

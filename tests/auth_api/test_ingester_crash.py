@@ -105,11 +105,12 @@ def stack(tmp_path: Path, db_url: str, triton: TritonFixture) -> Iterator[Stack]
         s.stop()
 
 
-async def _load(url: str, token: str, clients: int, stop_after_s: float, on_started: float = 0.0
-                ) -> tuple[list[str], int, int]:
-    """``clients`` concurrent callers until the gateway stops answering (or ``stop_after_s``):
-    (ids of acknowledged successes, other answers, requests that got no answer)."""
-    acked: list[str] = []
+async def _load(url: str, token: str, clients: int, stop_after_s: float, until: int | None = None,
+                acked: list[str] | None = None) -> tuple[list[str], int, int]:
+    """``clients`` concurrent callers until the gateway stops answering, ``until`` successes or ``stop_after_s``:
+    (ids of acknowledged successes — appended to ``acked`` as they come —, other answers, requests with no answer).
+    Counting successes rather than seconds keeps the tests meaningful on a loaded box."""
+    acked = [] if acked is None else acked
     errors.clear()
     other = broken = 0
     deadline = time.monotonic() + stop_after_s
@@ -119,7 +120,7 @@ async def _load(url: str, token: str, clients: int, stop_after_s: float, on_star
     async def client() -> None:
         nonlocal other, broken
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as c:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and (until is None or len(acked) < until):
                 body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                     "data": rng.uniform(0.5, 7, 4).round(3).tolist()}]}
                 try:
@@ -145,8 +146,11 @@ def test_kill_9_of_the_gateway_under_load_loses_no_acknowledged_prediction(stack
     assert gw is not None
 
     async def run() -> tuple[list[str], int, int]:
-        load = asyncio.create_task(_load(stack.url, token, 32, 30))
-        await asyncio.sleep(3.0)
+        acked: list[str] = []
+        load = asyncio.create_task(_load(stack.url, token, 32, 60, acked=acked))
+        deadline = time.monotonic() + 45
+        while len(acked) < 300 and time.monotonic() < deadline and not load.done():
+            await asyncio.sleep(0.01)
         gw.send_signal(signal.SIGKILL)  # mid-load: requests in flight, records just written, none flushed by anyone
         return await load
 
@@ -170,8 +174,8 @@ def test_kill_9_of_the_gateway_under_load_loses_no_acknowledged_prediction(stack
 def test_kill_9_of_the_ingester_mid_backlog_then_restart(stack: Stack) -> None:
     stack.start_gateway()  # no ingester yet: a backlog builds up in the journal
     token = stack.token()
-    acked, other, broken = asyncio.run(_load(stack.url, token, 16, 4.0))
-    assert len(acked) > 300 and other == 0 and broken == 0
+    acked, other, broken = asyncio.run(_load(stack.url, token, 16, 60, until=600))
+    assert len(acked) >= 600 and other == 0 and broken == 0
     stack.start_ingester()
     ing = stack.ingester
     assert ing is not None
