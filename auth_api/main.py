@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
             await gw.upstream.aclose()
             await stop_invalidations(gw.auth.invalidations)
             await gw.buckets.close()
+            await gw.throttle.close()
             await bento.close_client(gw.extras)
             await pcache.close()
             gw.hashing.close()

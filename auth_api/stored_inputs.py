@@ -191,9 +191,10 @@ async def detail(gw: Any, row: Any, base_url: str) -> PredictionDetail:
 
 
 def _may_still_store(settings: Settings, row: Any) -> bool:
-    """Whether a recent successful task call is one whose input this gateway was asked to keep."""
+    """Whether a recent successful task call is one whose input this gateway was asked to keep (an anonymous call's
+    never is: ``capture`` keeps nothing without an owner)."""
     protocol = str(row.protocol or "")
-    if row.status != 200 or not protocol.startswith("task:") or not row.prediction_id:
+    if row.status != 200 or row.user_id is None or not protocol.startswith("task:") or not row.prediction_id:
         return False
     age = id_age_s(row.prediction_id, time.time() * 1000.0)
     return age is not None and age < WAIT_S and keep_mode(settings, protocol[5:], row.model) == "input"

@@ -1,5 +1,6 @@
 """``classify_image`` through the gateway with stored inputs off vs on, same run, same task service.
 
+    mlstack bench stored-inputs [--repository <repo with digits-cnn>] [--users 8] [--duration 20s] [--rounds 2]
     python -m loadtests.stored_inputs_bench --repository <repo with digits-cnn> [--concurrency 8] [--seconds 20] [--rounds 2]
 
 Two gateways (``python -m auth_api``, SQLite, one bench user each) in front of one ``bentoml serve`` (local onnxruntime
@@ -22,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -92,19 +94,26 @@ def gateway(settings: Settings, log: Path, extra_env: dict[str, str]) -> Iterato
         servers.stop(proc)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repository", type=Path, required=True)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--images", type=int, default=8000, help="Distinct 64x64 PNGs (every stored one is a new object).")
-    args = ap.parse_args()
-    pngs = images(args.images)
-    counter = itertools.count()  # shared by every leg: no image is sent twice (while --images lasts)
+@dataclass
+class StoredInputsReport:
+    legs: dict[str, list[dict[str, float]]]  # "off" / "on": one leg per round
+    ratio: float  # median over rounds of on rps / off rps
+    stored: int  # objects the "on" gateway wrote
+
+    @property
+    def failure_ratio(self) -> float:
+        legs = [r for rounds in self.legs.values() for r in rounds]
+        return sum(r["errors"] for r in legs) / max(1.0, sum(r["requests"] for r in legs))
+
+
+def run(repository: Path, *, concurrency: int = 8, seconds: float = 20.0, rounds: int = 2, n_images: int = 8000,
+        say: Callable[[str], None] = print) -> StoredInputsReport:
+    """The off/on legs against one task service (``repository`` must hold digits-cnn); ``say`` gets each leg's line."""
+    pngs = images(n_images)
+    counter = itertools.count()  # shared by every leg: no image is sent twice (while n_images lasts)
     with tempfile.TemporaryDirectory(prefix="stored-inputs-bench-", ignore_cleanup_errors=True) as tmp:
-        print(f"work dir: {tmp}", flush=True)
-        base = servers.bench_settings(Settings(), args.repository.resolve(), Path(tmp) / "bento")
+        say(f"work dir: {tmp}")
+        base = servers.bench_settings(Settings(), repository.resolve(), Path(tmp) / "bento")
         base = base.model_copy(update={"bento_runner": "local"})
         with servers.bento(base, pin=False) as bento_url:
             bento_env = {"MLSTACK_BENTO_HOST": base.bento_host, "MLSTACK_BENTO_PORT": str(base.bento_port)}
@@ -115,18 +124,31 @@ def main() -> None:
             with gateway(off, Path(tmp) / "off.log", bento_env) as (u_off, user, pw_off), \
                     gateway(on, Path(tmp) / "on.log", {**bento_env, **keep}) as (u_on, _, pw_on):
                 t_off, t_on = servers.login(u_off, user, pw_off), servers.login(u_on, user, pw_on)
-                asyncio.run(leg(u_off, t_off, pngs, counter, args.concurrency, 3))  # warm both paths
-                asyncio.run(leg(u_on, t_on, pngs, counter, args.concurrency, 3))
-                for _ in range(args.rounds):
+                asyncio.run(leg(u_off, t_off, pngs, counter, concurrency, 3))  # warm both paths
+                asyncio.run(leg(u_on, t_on, pngs, counter, concurrency, 3))
+                for _ in range(rounds):
                     for name, u, t in (("off", u_off, t_off), ("on", u_on, t_on)):
-                        r = asyncio.run(leg(u, t, pngs, counter, args.concurrency, args.seconds))
+                        r = asyncio.run(leg(u, t, pngs, counter, concurrency, seconds))
                         legs[name].append(r)
-                        print(f"{name:>3}: {r['rps']:.1f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-                              f"{r['errors']:.0f} errors / {r['requests']:.0f}", flush=True)
+                        say(f"{name:>3}: {r['rps']:.1f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                            f"{r['errors']:.0f} errors / {r['requests']:.0f}")
                 stored = sum(1 for _ in (Path(tmp) / "on" / "objects").rglob("*.png"))
-        ratio = statistics.median(legs["on"][i]["rps"] / legs["off"][i]["rps"] for i in range(args.rounds))
-        print(f"bento: {bento_url}; objects stored by the 'on' gateway: {stored}")
-        print(f"throughput with stored inputs / without: {ratio:.2f} (median of {args.rounds} rounds, c={args.concurrency})")
+        say(f"bento: {bento_url}; objects stored by the 'on' gateway: {stored}")
+    ratio = statistics.median(legs["on"][i]["rps"] / legs["off"][i]["rps"] for i in range(rounds))
+    return StoredInputsReport(legs, ratio, stored)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repository", type=Path, required=True)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--images", type=int, default=8000, help="Distinct 64x64 PNGs (every stored one is a new object).")
+    args = ap.parse_args()
+    report = run(args.repository, concurrency=args.concurrency, seconds=args.seconds, rounds=args.rounds, n_images=args.images,
+                 say=lambda line: print(line, flush=True))
+    print(f"throughput with stored inputs / without: {report.ratio:.2f} (median of {args.rounds} rounds, c={args.concurrency})")
 
 
 if __name__ == "__main__":

@@ -173,7 +173,8 @@ class Settings(BaseSettings):
     gateway_prediction_cache_max_entry_bytes: int = Field(
         1024 * 1024, ge=1, description="Answers larger than this (bytes) are never cached.")
     redis_url: str | None = Field(
-        None, description="Redis URL (MLSTACK_REDIS_URL) for state shared by every gateway process (the prediction cache); "
+        None, description="Redis URL (MLSTACK_REDIS_URL) for state shared by every gateway process (rate limits, login throttles, "
+        "revocations, the prediction cache); "
         "unset: per process. Redis unreachable degrades to no shared state, never to failed requests.")
     smtp_url: SecretStr | None = Field(
         None, description="Where the gateway sends mail (MLSTACK_SMTP_URL): smtp://[user:password@]host[:port] (STARTTLS when the "
@@ -189,8 +190,8 @@ class Settings(BaseSettings):
         True, description="Accounts whose email is unverified cannot log in (403 email_not_verified) until they enter the mailed code.")
     gateway_bento_timeout_s: float = Field(
         120.0, gt=0, description="Total timeout of a task call forwarded to the BentoML service (explain can take seconds).")
-    gateway_ws_max_in_flight: int = Field(2, ge=1, le=64, description="Frames of one WebSocket being predicted at once; later ones "
-                                          "wait in a queue of the same size, the oldest waiting is dropped (the latest frame wins).")
+    gateway_ws_max_in_flight: int = Field(2, ge=1, le=64, description="Frames of one WebSocket being predicted at once; one more "
+                                          "waits, and a newer frame replaces the waiting one, which is dropped (the latest frame wins).")
     gateway_ws_max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest WebSocket message; larger -> close 1009.")
     gateway_ws_max_connections_per_user: int = Field(8, ge=1, description="Open WebSockets per user or API key; more -> close 1008.")
     gateway_ws_idle_timeout_s: float = Field(60.0, gt=0, description="A WebSocket with no client message for this long is closed (1001).")

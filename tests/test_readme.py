@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,33 @@ def test_models_table_is_what_mlstack_models_prints(trained_repo: Path) -> None:
     out = subprocess.run([str(mlstack), "models", "--markdown"], capture_output=True, text=True, check=True,
                          env={**os.environ, "MLSTACK_REPOSITORY": str(trained_repo)}).stdout.strip()
     assert out.count("\n") == 11, out  # header, rule, ten models
-    assert _readme_table() == out, "README's model table is stale: paste the output of `mlstack models --markdown`"
+    stale = "README's model table is stale: paste the output of `mlstack models --markdown`"
+    readme, fresh = _rows(_readme_table()), _rows(out)
+    assert [_masked(r) for r in readme] == [_masked(r) for r in fresh], stale
+    for was, now in zip(readme, fresh, strict=True):
+        assert abs(_metric(was) - _metric(now)) <= METRIC_TOLERANCE, f"{stale}\nREADME: {was}\nnow:    {now}"
+
+
+# Training is seeded and byte-for-byte deterministic on one machine (tests/training/test_recipes.py), but float kernels
+# differ between CPUs: digits-cnn measured 0.980 on one host and 0.982 on another (one of 450 held-out digits). The
+# table must still say which models, versions, frameworks, thresholds and parity exist, exactly; the held-out figure
+# may move by two misses at most.
+METRIC_TOLERANCE = 0.005
+_METRIC = re.compile(r"^(\w+) (-?[0-9.]+) (\(≥ [0-9.]+\))$")
+
+
+def _rows(table: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()]
+
+
+def _masked(row: list[str]) -> list[str]:
+    m = _METRIC.match(row[5]) if len(row) > 5 else None
+    return [*row[:5], f"{m[1]} · {m[3]}", *row[6:]] if m else row
+
+
+def _metric(row: list[str]) -> float:
+    m = _METRIC.match(row[5]) if len(row) > 5 else None
+    return float(m[2]) if m else 0.0
 
 
 def test_walkthrough_digit_is_shipped_and_classified(bento: BentoFixture) -> None:

@@ -27,7 +27,8 @@ def _seconds(text: str) -> float:
 
 
 def bench(
-    scenario: Annotated[str, typer.Argument(help="triton | triton-grpc | gateway (alias gateway_rest) | bento | cache | ws | jobs[-grid]")],
+    scenario: Annotated[str, typer.Argument(
+        help="triton | triton-grpc | gateway (alias gateway_rest) | bento | cache | ws | stored-inputs | jobs[-grid]")],
     users: Annotated[int, typer.Option("--users", "-u", min=1, help="Concurrent users (closed loop: users = concurrency).")] = 64,
     spawn_rate: Annotated[float, typer.Option("--spawn-rate", "-r", min=0.1, help="Users started per second.")] = 64.0,
     duration: Annotated[str, typer.Option("--duration", "-t", help="Run time per leg (30s, 2m).")] = "30s",
@@ -61,6 +62,9 @@ def bench(
         bench_ws(console, connections=connections, fps=fps, duration_s=_seconds(duration),
                  model="digits-cnn" if model == "iris-logreg" else model, repository=repository, max_failure_ratio=max_failure_ratio)
         return
+    if scenario == "stored-inputs":  # classify_image with the upload kept vs not: --users (8 unless given), --duration, --rounds
+        _bench_stored_inputs(8 if users == 64 else users, _seconds(duration), rounds, repository, max_failure_ratio)
+        return
     from loadtests import harness
 
     if engine not in ("locust", "wrk"):
@@ -92,6 +96,22 @@ def bench(
     worst = max((r.failure_ratio for r in report.legs.values()), default=1.0)
     if worst > max_failure_ratio:
         console.print(f"[red]failure ratio {worst:.2%} above --max-failure-ratio {max_failure_ratio:.2%}[/red]")
+        raise typer.Exit(1)
+
+
+def _bench_stored_inputs(users: int, duration_s: float, rounds: int, repository: Path | None, max_failure_ratio: float) -> None:
+    """Two gateways before one task service, one keeping every upload (file backend): the on/off throughput ratio."""
+    from loadtests.stored_inputs_bench import run
+
+    repo = repository or get_settings().repository
+    if not (repo / "digits-cnn").is_dir():
+        raise typer.BadParameter(f"{repo} holds no digits-cnn (train it: mlstack train digits-cnn)", param_hint="--repository")
+    console.print(f"stored inputs: classify_image, c={users}, {duration_s:g} s per leg, {rounds} round(s), off vs on")
+    report = run(repo, concurrency=users, seconds=duration_s, rounds=rounds, say=lambda m: console.print(f"[dim]· {m}[/dim]"))
+    console.print(f"throughput with stored inputs / without: {report.ratio:.2f} (median of {rounds} round(s)); "
+                  f"objects stored: {report.stored}; failure ratio {report.failure_ratio:.2%}")
+    if report.failure_ratio > max_failure_ratio:
+        console.print(f"[red]failure ratio {report.failure_ratio:.2%} above --max-failure-ratio {max_failure_ratio:.2%}[/red]")
         raise typer.Exit(1)
 
 

@@ -3,6 +3,7 @@ the password policy; no user enumeration through the reset form; login throttlin
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from collections.abc import Iterator
@@ -152,6 +153,35 @@ def test_password_policy_has_clear_422s(mail_gw: RunningGateway, password: str, 
         assert r.status_code == 422 and why in r.text, r.text
         r = c.post("/api/v1/auth/password/change", json={"old_password": PASSWORD, "new_password": "Keeper" + "!" * 5})
         assert r.status_code == 200, r.text
+
+
+def test_codes_are_stored_as_keyed_hashes(mail_gw: RunningGateway, smtp_server: SmtpServer) -> None:
+    with mail_gw.client() as c:
+        assert _register(c, "olga", "olga@example.org").status_code == 201
+    code = smtp_server.wait_for("olga@example.org")[0].code
+    with Session(mail_gw.state.engine) as db:
+        (row,) = db.exec(select(AccountCode)).all()
+    # A leaked table gives away no code: not the code, not an unkeyed hash one could tabulate for all 10**6 codes.
+    assert len(row.code_hash) == 64 and row.code_hash != code
+    assert row.code_hash not in {hashlib.sha256(v.encode()).hexdigest() for v in (code, f"verify:{row.user_id}:{code}")}
+
+
+def test_reset_code_lives_30_minutes(mail_gw: RunningGateway, smtp_server: SmtpServer) -> None:
+    with mail_gw.client(mail_gw.admin_token()) as c:
+        assert c.post("/api/v1/users", json={"username": "pia", "password": PASSWORD, "email": "pia@example.org"}).status_code == 201
+    with mail_gw.client() as c:
+        assert c.post("/api/v1/auth/password/forgot", json={"email": "pia@example.org"}).status_code == 202
+        first = smtp_server.wait_for("pia@example.org")[0].code
+        _age_codes(mail_gw, minutes=20)  # past a verification code's 15 minutes, within a reset code's 30
+        r = c.post("/api/v1/auth/password/reset", json={"email": "pia@example.org", "code": first, "new_password": NEW_PASSWORD})
+        assert r.status_code == 200, r.text
+        assert c.post("/api/v1/auth/password/forgot", json={"email": "pia@example.org"}).status_code == 202
+        second = smtp_server.wait_for("pia@example.org", 2)[-1].code
+        _age_codes(mail_gw, minutes=31)
+        r = c.post("/api/v1/auth/password/reset", json={"email": "pia@example.org", "code": second,
+                                                        "new_password": "yet another passphrase"})
+        assert r.status_code == 400 and _err(r) == "code_expired", r.text
+        assert _login(c, "pia", NEW_PASSWORD).status_code == 200
 
 
 def test_changing_the_email_re_verifies_it(mail_gw: RunningGateway, smtp_server: SmtpServer) -> None:

@@ -4,6 +4,7 @@ delays mail and loses none, the .eml default, and headers nobody can inject into
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from sqlmodel import Session, col, select
 from auth_api.mail.sender import SmtpTarget, build_message
 from auth_api.models import OutboxMessage
 from tests.fixtures.gateway import PASSWORD, RunningGateway, gateway_settings, run_gateway
-from tests.fixtures.smtp import SmtpServer, mail_settings
+from tests.fixtures.smtp import SmtpServer, mail_settings, self_signed
+from tests.fixtures.triton import free_ports
 
 
 def _register(gw: RunningGateway, name: str, email: str) -> None:
@@ -33,6 +35,32 @@ def test_registration_code_arrives_over_starttls_and_logs_in(tmp_path: Path, db_
             r = c.post("/api/v1/auth/verify-email", json={"email": "tls.user@example.org", "code": mail.code})
             assert r.status_code == 200, r.text
             assert c.post("/api/v1/auth/login", json={"username": "tlsuser", "password": PASSWORD}).status_code == 200
+
+
+def test_smtp_login_with_user_and_password(tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A server that wants AUTH after STARTTLS: a wrong password keeps the mail in the outbox; the right one delivers it."""
+    ctx, ca = self_signed(tmp_path)
+    srv = SmtpServer(port=free_ports(1)[0], tls_context=ctx, ca_file=ca, credentials=("mailer@example.org", "s3cret:p@ss"))
+    srv.start()
+    try:
+        bad = replace(srv, credentials=("mailer@example.org", "not-the-password"))
+        with run_gateway(gateway_settings(tmp_path / "bad", db_url, **mail_settings(bad))) as gw:
+            _register(gw, "authuser", "auth.user@example.org")
+            deadline = time.monotonic() + 20
+            while True:
+                with Session(gw.state.engine) as db:
+                    (row,) = db.exec(select(OutboxMessage)).all()
+                if row.attempts >= 2:
+                    break
+                assert time.monotonic() < deadline, row
+                time.sleep(0.1)
+            assert row.sent_at is None and srv.messages == []
+        with run_gateway(gateway_settings(tmp_path / "good", db_url, **mail_settings(srv))):
+            (mail,) = srv.wait_for("auth.user@example.org")
+            assert "verification code" in str(mail.message["Subject"])
+        assert not any("s3cret" in r.getMessage() or "not-the-password" in r.getMessage() for r in caplog.records)
+    finally:
+        srv.stop()
 
 
 def test_an_smtp_outage_delays_mail_and_loses_none(tmp_path: Path, db_url: str, smtp_server: SmtpServer) -> None:

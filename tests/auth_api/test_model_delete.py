@@ -3,12 +3,14 @@ history is kept, the refusals on the way (live version, rollback with one versio
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from sqlmodel import Session, select
 
@@ -78,12 +80,23 @@ def test_upload_without_card_inherits_and_says_so(tgw: RunningGateway) -> None:
     name = f"inh-iris-{uuid.uuid4().hex[:6]}"
     eng = tgw.create_user("inh_engineer", "engineer")
     with tgw.client(eng) as c:
-        assert _upload(c, name, iris_onnx(), iris_card(name).model_dump_json()).status_code == 201
+        # v1 with its SHAP background sample (the `background` form field), which `explain` uses
+        bg = io.BytesIO()
+        np.save(bg, np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32))
+        r = c.post(f"/api/v1/models/{name}/versions", data={"card": iris_card(name).model_dump_json()},
+                   files={"file": ("model.onnx", iris_onnx(), "application/octet-stream"),
+                          "background": ("bg.npy", bg.getvalue(), "application/octet-stream")})
+        assert r.status_code == 201 and r.json()["background"] == "uploaded", r.text
+        assert r.json()["card"]["files"] == ["background.npy"] and r.json()["inherited"] is None
         r = _upload(c, name, iris_onnx(0.5), None)
         assert r.status_code == 201, r.text
         body = r.json()
         assert body["card"]["task"] == "classification" and body["card"]["labels"] == iris_card(name).labels
         assert body["inherited"] == {"from_version": 1, "fields": ["task", "feature_names", "labels", "dataset"]}
+        assert body["background"] == "inherited:v1"
+        r = c.post(f"/api/v1/models/{name}/versions", files={"file": ("model.onnx", iris_onnx(), "application/octet-stream"),
+                                                              "background": ("bg.npy", b"not an array", "text/plain")})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_background", r.text
         r = _upload(c, name, iris_onnx(), '{"task": "clustering"}')
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_card"
         assert r.json()["error"]["details"]["errors"][0]["field"] == "task"

@@ -130,7 +130,7 @@ def test_model_with_cache_off_never_hits(gw: RunningGateway) -> None:
 
 
 @pytest.mark.slow
-def test_clear_and_promote_flush(gw: RunningGateway, triton: TritonFixture) -> None:
+def test_clear_promote_and_delete_flush(gw: RunningGateway, triton: TritonFixture) -> None:
     c = _cache(gw)
     admin = gw.client(gw.admin_token())
     body = _body([5.9, 3.0, 5.1, 1.8])
@@ -149,6 +149,12 @@ def test_clear_and_promote_flush(gw: RunningGateway, triton: TritonFixture) -> N
     assert admin.post(f"/api/v1/models/{TWO}/versions/1/promote").status_code == 200
     assert _post(gw, TWO, body, 2).status_code == 200
     assert c.counts(TWO)["hits"] == hits + 1  # promote flushed version 2's answers too
+    wait_ready(triton.server.http_url, TWO, 1)
+    assert _post(gw, TWO, body, 1).status_code == 200 and _post(gw, TWO, body, 1).status_code == 200
+    assert c.counts(TWO)["hits"] == hits + 2
+    assert admin.delete(f"/api/v1/models/{TWO}/versions/2").status_code == 200
+    assert _post(gw, TWO, body, 1).status_code == 200
+    assert c.counts(TWO)["hits"] == hits + 2  # deleting a version flushed the model's answers
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -124,6 +125,19 @@ def test_declared_type_and_file_name_are_not_trusted(sgw: RunningGateway) -> Non
     assert not list(Path("/etc").glob("evil*")) and not list(sgw.settings.var_dir.rglob("evil*"))
 
 
+def test_a_file_the_task_refuses_is_not_stored(sgw: RunningGateway) -> None:
+    """Text posing as a PNG: the task refuses it (4xx), the failed prediction is in history, and nothing was stored."""
+    token = _user(sgw, "poser")
+    with sgw.client(token) as c:
+        before = c.get("/api/v1/dashboard/stats").json()["storage"]
+        r = c.post(ROUTE, files={"image": ("photo.png", b"definitely not an image\n" * 40, "image/png")})
+        assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == "not_an_image", r.text
+        row = _history(sgw, token, r.headers["X-Prediction-Id"])
+        assert row["status"] == r.status_code and row["input"] is None and row["input_url"] is None, row
+        assert c.get(f"/api/v1/history/{row['prediction_id']}/input").json()["error"]["code"] == "input_not_kept"
+        assert c.get("/api/v1/dashboard/stats").json()["storage"] == before == {"bytes": 0, "objects": 0}
+
+
 def test_what_is_kept_follows_the_per_route_and_per_model_setting(sgw: RunningGateway) -> None:
     token = _user(sgw, "tabular")
     rec = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
@@ -171,9 +185,16 @@ def test_deleting_a_user_deletes_their_objects(sgw: RunningGateway) -> None:
 
 
 def test_usage_is_a_metric_and_storage_a_readiness_dependency(sgw: RunningGateway) -> None:
-    _classify(sgw, _user(sgw, "metered"), _digit(6))
+    token = _user(sgw, "metered")
+    assert _history(sgw, token, _classify(sgw, token, _digit(6)))["input"] == "kept"
     assert _metric(sgw, "gateway_inputs_kept_total") >= 1
-    assert "storage_bytes" in httpx.get(sgw.url + "/metrics").text
+    with sgw.client(sgw.admin_token()) as c:
+        everyone = c.get("/api/v1/dashboard/stats").json()["storage"]
+    assert everyone["objects"] >= 1 and any(u["bytes"] == len(_digit(6)) for u in everyone["by_user"]), everyone
+    deadline = time.monotonic() + 12  # the gauges re-read the database at most every 10 s
+    while (_metric(sgw, "storage_bytes"), _metric(sgw, "storage_objects")) != (everyone["bytes"], everyone["objects"]):
+        assert time.monotonic() < deadline, (_metric(sgw, "storage_bytes"), _metric(sgw, "storage_objects"), everyone)
+        time.sleep(0.5)
     assert _readiness(sgw)["storage"]["state"] == "up"
 
 
@@ -195,3 +216,19 @@ def test_a_dead_store_never_costs_the_prediction(bento: BentoFixture, tmp_path: 
             assert storage["state"] != "up" and not storage["required"] and "not kept" in storage["impact"]
 
 
+def test_an_anonymous_call_keeps_nothing_and_its_row_answers_at_once(bento: BentoFixture, tmp_path: Path) -> None:
+    """Anonymous calls allowed and uploads kept: nobody owns the anonymous upload, so it is not stored, and the admin's
+    look at its row does not wait for a store that never comes."""
+    with fresh_database("sqlite", tmp_path) as url:
+        settings = gateway_settings(tmp_path, url, repository=bento.repository, bento_host=bento.settings.bento_host,
+                                    bento_port=bento.settings.bento_port, gateway_allow_anonymous=True, **KEEP)
+        with run_gateway(settings) as gw:
+            r = httpx.post(gw.url + ROUTE, files={"image": ("digit.png", _digit(8), "image/png")})
+            assert r.status_code == 200, r.text
+            with gw.client(gw.admin_token()) as c:
+                start = time.monotonic()
+                row = c.get(f"/api/v1/history/{r.headers['X-Prediction-Id']}").json()
+                took = time.monotonic() - start
+                assert row["status"] == 200 and row["user_id"] is None and row["input"] is None, row
+                assert took < 2.0, f"the lookup waited {took:.1f} s for an input nobody stores"
+                assert c.get("/api/v1/dashboard/stats").json()["storage"]["objects"] == 0

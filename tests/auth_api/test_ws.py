@@ -97,7 +97,11 @@ def test_every_command(tgw: RunningGateway) -> None:
                           (dict(command="predict", model="nope-model", records=[IRIS]), "model_not_found"),
                           (dict(command="predict", model="digits-cnn", image="@@@"), "invalid_base64"),
                           (dict(command="predict", model="digits-cnn", image=base64.b64encode(b"hello").decode()), "not_an_image"),
-                          (dict(command="predict", model="iris-svm", records=[{"x": 1.0}]), "feature_mismatch")):
+                          (dict(command="predict", model="iris-svm", records=[{"x": 1.0}]), "feature_mismatch"),
+                          (dict(command="predict", model="iris-svm"), "invalid_payload"),
+                          (dict(command="predict", model="iris-svm", records=[IRIS], image="AAAA"), "invalid_payload"),
+                          (dict(command="labels", model=""), "missing_model"),
+                          (dict(command="config", model="digits-cnn", top_k=0), "invalid_top_k")):
             send(ws, request_id="bad", **bad)
             err = until(ws, "error")
             assert err["error"]["code"] == code and err["request_id"] == "bad", err
@@ -141,6 +145,28 @@ def test_flood_drops_oldest_and_reports(tgw: RunningGateway) -> None:
     assert 'gateway_ws_frames_dropped_total{reason="backpressure"}' in metrics
 
 
+def test_latest_frame_wins_under_a_flood(tgw: RunningGateway) -> None:
+    """A burst of frames: older waiting frames are dropped for newer ones, so the newest frame is always answered."""
+    token = tgw.create_user("ws_latest")
+    images = [base64.b64encode(png).decode() for _label, png in digit_pngs()]
+    with open_ws(tgw, token) as ws:
+        until(ws, "ready")
+        n = 80
+        for i in range(n):
+            send(ws, command="predict", model="digits-cnn", image=images[i % len(images)], request_id=i)
+        answered: list[int] = []
+        dropped = 0
+        while len(answered) + dropped < n:
+            msg = recv(ws, timeout=15)
+            if msg["type"] == "prediction":
+                answered.append(msg["request_id"])
+            elif msg["type"] == "dropped":
+                dropped += msg["count"]
+        assert dropped > 0 and len(answered) + dropped == n
+        assert n - 1 in answered, answered  # the latest frame wins: nothing newer ever displaced it
+        assert len(set(answered)) == len(answered)
+
+
 def test_history_rows_equal_answered_frames_and_feedback(tmp_path: Path, db_url: str, triton: TritonFixture) -> None:
     with run_gateway(gateway_settings(tmp_path, db_url, triton=triton)) as gw:
         token = gw.create_user("ws_hist")
@@ -162,6 +188,35 @@ def test_history_rows_equal_answered_frames_and_feedback(tmp_path: Path, db_url:
             r = c.post(f"/api/v1/history/{ids[0]}/feedback", json={"correct": False, "true_label": "8"})
             assert r.status_code in (200, 201), r.text
             assert c.get(f"/api/v1/history/{ids[0]}").status_code == 200
+            stats = c.get("/api/v1/dashboard/stats").json()  # counted in the dashboards like any prediction
+            assert stats["total"] == 7 and stats["errors"] == 1, stats
+
+
+def test_a_model_that_keeps_inputs_keeps_each_frames_image(tmp_path: Path, triton: TritonFixture) -> None:
+    """``storage_keep_by: {"digits-cnn": "input"}``: a streamed frame's image (binary or base64) is downloadable from its
+    history row, byte for byte; a model without the setting keeps none."""
+    with fresh_database("sqlite", tmp_path) as url, run_gateway(gateway_settings(
+            tmp_path, url, triton=triton, storage_keep_by={"digits-cnn": "input"})) as gw:
+        token = gw.create_user("ws_keep")
+        (_, binary), (_, b64) = digit_pngs()[4], digit_pngs()[5]
+        with open_ws(gw, token) as ws:
+            until(ws, "ready")
+            send(ws, command="config", model="digits-cnn")
+            until(ws, "config")
+            ws.send(binary)
+            kept_binary = until(ws, "prediction")["prediction_id"]
+            send(ws, command="predict", model="digits-cnn", image=base64.b64encode(b64).decode())
+            kept_b64 = until(ws, "prediction")["prediction_id"]
+            send(ws, command="predict", model="iris-svm", records=[IRIS])
+            not_kept = until(ws, "prediction")["prediction_id"]
+        gw.flush_history()
+        with gw.client(token) as c:
+            for pid, image in ((kept_binary, binary), (kept_b64, b64)):
+                row = c.get(f"/api/v1/history/{pid}").json()
+                assert row["protocol"] == "ws" and row["input"] == "kept", row
+                assert row["input_content_type"] == "image/png" and row["input_size"] == len(image)
+                assert httpx.get(row["input_url"]).content == image
+            assert c.get(f"/api/v1/history/{not_kept}").json()["input"] != "kept"
 
 
 def test_example_client_streams_digits_and_prints_labels(tgw: RunningGateway) -> None:

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from mlstack.cli import app
@@ -49,6 +53,24 @@ def test_version_without_card_inherits_the_live_schema(tmp_path: Path) -> None:
     assert np.load(repo / "iris" / "2" / "background.npy").shape == (5, 4)
     # What belongs to the artifact is not inherited.
     assert card.metrics == {} and card.headline_metric is None
+
+
+def test_version_without_card_and_another_graph_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Nothing to inherit from when the graph differs: the upload is refused naming why, the live schema is untouched."""
+    repo = tmp_path / "repo"
+    _upload(repo, "iris", iris_card("iris").model_dump_json())
+    x, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=500).fit(x, y)
+    other = convert_sklearn(clf, initial_types=[("X", FloatTensorType([None, 4]))],  # skl2onnx's own tensor names
+                            options={id(clf): {"zipmap": False}}, target_opset=17).SerializeToString()
+    got = intake.prepare(repo, "iris", other, None)
+    assert got.inherited == [] and got.card.labels is None  # no schema carried over to a graph it does not describe
+    with pytest.raises(PublishError) as err:
+        publish(repo, Candidate(name="iris", onnx_bytes=other, card=got.card), max_batch_size=32)
+    assert err.value.code == "incompatible_signature" and err.value.status == 422
+    assert "inputs/outputs differ" in err.value.message and "new model name" in err.value.message
+    assert [t[0] for t in err.value.details["candidate"]["inputs"]] == ["X"]
+    assert versions(repo, "iris") == [1] and read_card(repo, "iris", 1).labels == iris_card("iris").labels
 
 
 def test_partial_card_wins_over_inheritance_and_new_model_infers_task(tmp_path: Path) -> None:

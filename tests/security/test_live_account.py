@@ -15,9 +15,11 @@ from tritonclient.utils import InferenceServerException
 
 from auth_api.core.db import make_engine
 from auth_api.models import ApiKey, User
+from tests.auth_api.ws_client import close_code, open_ws, send, until
 from tests.fixtures.gateway import PASSWORD, RunningGateway, gateway_settings, run_gateway
 
 NEW_PASSWORD = "a brand new passphrase"
+REDIS_URL = "redis://127.0.0.1:6379/11"  # a database of its own: login throttles of other tests stay elsewhere
 
 
 def _code(r: Any) -> str:
@@ -129,6 +131,41 @@ def test_other_processes_changes_are_seen_within_the_cache_ttl(gateway: RunningG
         while c.get("/api/v1/users").status_code == 200:
             assert time.monotonic() < deadline, "a demotion made elsewhere was still ignored after 2.5 s"
             time.sleep(0.1)
+
+
+def test_a_change_through_one_gateway_reaches_another_at_once_over_redis(tmp_path: Path, db_url: str) -> None:
+    # Two gateway processes on one database and one Redis; b trusts its account cache for an hour, so only the
+    # invalidation sent over Redis can make it notice a change made through a.
+    common: dict[str, Any] = {"redis_url": REDIS_URL, "jwt_secret": "one signing key for both gateways, 32+ bytes"}
+    with run_gateway(gateway_settings(tmp_path / "a", db_url, **common)) as a, \
+            run_gateway(gateway_settings(tmp_path / "b", db_url, gateway_account_cache_ttl_s=3600, **common)) as b:
+        deadline = time.monotonic() + 10
+        while not b.state.auth.invalidations.subscribed.is_set():  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "gateway b never subscribed to the invalidation channel"
+            time.sleep(0.05)
+        token = a.create_user("adm6", "admin")
+        uid = _uid(a, "adm6")
+        with b.client(token) as c:
+            assert c.get("/api/v1/users").status_code == 200  # b has adm6 cached as an active admin
+            for body, status, code in (({"role": "user"}, 403, "insufficient_role"), ({"is_active": False}, 401, "inactive_user")):
+                assert _patch(a, uid, body).status_code == 200
+                t0 = time.monotonic()
+                while (r := c.get("/api/v1/users")).status_code == 200:
+                    assert time.monotonic() - t0 < 1.0, f"gateway b still honours adm6 after {body}"
+                    time.sleep(0.01)
+                assert r.status_code == status and _code(r) == code, r.text
+
+
+def test_deactivation_ends_an_open_websocket_at_its_next_message(gateway: RunningGateway) -> None:
+    token = gateway.create_user("wsuser")
+    with open_ws(gateway, token) as ws:
+        until(ws, "ready")
+        send(ws, command="ping")
+        assert until(ws, "pong")
+        assert _patch(gateway, _uid(gateway, "wsuser"), {"is_active": False}).status_code == 200
+        send(ws, command="ping")
+        code, seen = close_code(ws)
+        assert code == 1008 and seen and seen[-1]["error"]["code"] == "inactive_user", (code, seen)
 
 
 def test_admin_password_change_ends_sessions(gateway: RunningGateway) -> None:

@@ -69,6 +69,18 @@ def test_predict_records_limit_through_the_gateway(task_gateway) -> None:
     assert len(r.json()["results"]) == MAX_RECORDS
 
 
+def test_booleans_are_refused_by_predict_records_as_by_predict(task_gateway) -> None:
+    # One rule for JSON booleans on both tabular routes: a feature that is true/false is refused, never read as 1/0.
+    gw, token = task_gateway
+    record = dict(_records(1)[0], petal_width_cm=True)
+    with gw.client(token) as c:
+        tasks = c.post("/api/v1/tasks/predict_records", json={"model": "iris-logreg", "records": [_records(1)[0], record]})
+        predict = c.post("/api/v1/predict/iris-logreg", json={"records": [record]})
+    assert tasks.status_code == 422 and predict.status_code == 422, (tasks.text, predict.text)
+    assert tasks.json()["error"]["details"] == {"record": 1, "invalid": ["petal_width_cm"]}
+    assert "petal_width_cm" in predict.json()["error"]["message"]
+
+
 def test_chunked_100_mib_model_upload_is_413(task_gateway, tmp_path: Path) -> None:
     gw, token = task_gateway
 

@@ -256,8 +256,11 @@ def test_var_dir_database_and_key_are_private(tmp_path: Path) -> None:
             assert gw.login("admin", "admin-test-password-1")
         var = tmp_path / "var"
         assert stat.S_IMODE(var.stat().st_mode) == 0o700
-        for name in ("gateway.db", "jwt.key"):
+        for name in ("gateway.db", "jwt.key", "storage-signing.key"):
             assert stat.S_IMODE((var / name).stat().st_mode) == 0o600, name
+        # whatever else the gateway keeps there (journal segments, locks, stored inputs) is owner-only too
+        loose = [str(p.relative_to(var)) for p in var.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o077]
+        assert not loose, loose
         # an older installation with loose modes is tightened on the next start
         var.chmod(0o755)
         for name in ("gateway.db", "jwt.key"):

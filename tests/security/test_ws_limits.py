@@ -54,6 +54,20 @@ def test_size_connections_and_idle(limited: RunningGateway) -> None:
     assert 'gateway_ws_closed_total{reason="too_big"} 1.0' in metrics and "gateway_ws_connections 0.0" in metrics
 
 
+@pytest.mark.parametrize("limited", [{"gateway_ws_idle_timeout_s": 1.0}], indirect=True)
+def test_pings_keep_an_idle_stream_open(limited: RunningGateway) -> None:
+    token = limited.create_user("ws_pinger")
+    with open_ws(limited, token) as ws:
+        until(ws, "ready")
+        start = time.monotonic()
+        while time.monotonic() - start < 3.0:  # three idle timeouts long, a ping every 0.4 s: never closed
+            send(ws, command="ping")
+            assert until(ws, "pong", timeout=2) == {"type": "pong", "request_id": None}
+            time.sleep(0.4)
+        code, seen = close_code(ws)  # silence: closed after the idle timeout
+        assert code == 1001 and seen[-1]["error"]["code"] == "idle_timeout"
+
+
 @pytest.mark.parametrize("limited", [{"gateway_rate_limit_rps": 0.1, "gateway_rate_limit_burst": 3}], indirect=True)
 def test_frames_share_the_rest_quota(limited: RunningGateway) -> None:
     token = limited.create_user("ws_quota")  # its login does not use the inference quota

@@ -56,17 +56,17 @@ async def _verified(request: Request, gw: Gateway, username: str, password: str)
     key = identities.login_key(username)
     ip = request.client.host if request.client else None
     try:
-        gw.throttle.check(key, ip)
+        await gw.throttle.check(key, ip)
     except LoginThrottled:
         gw.metrics.auth_failures.labels("login_throttled").inc()
         raise
     user = await gw.run_db(crud.get_user_by_login, username)
     ok = await gw.hashing.verify(password, user.password_hash if user is not None else None)
     if not ok or user is None or not user.is_active:
-        gw.throttle.failed(key, ip)
+        await gw.throttle.failed(key, ip)
         gw.metrics.auth_failures.labels("bad_credentials").inc()
         raise Unauthorized("incorrect username or password", code="bad_credentials")
-    gw.throttle.succeeded(key)
+    await gw.throttle.succeeded(key)
     return user
 
 
@@ -196,8 +196,8 @@ async def reset_password(request: Request, body: PasswordReset, gw: GatewayDep) 
         await gw.run_db(crud.reset_password, user_id, password_hash)
     finally:
         gw.auth.invalidate_user(user_id)
-    gw.throttle.succeeded(identities.login_key(username))  # the owner proved themselves: lift the lockout
-    gw.throttle.succeeded(identities.login_key(body.email))
+    await gw.throttle.succeeded(identities.login_key(username))  # the owner proved themselves: lift the lockout
+    await gw.throttle.succeeded(identities.login_key(body.email))
     return Message(message="password changed; log in with the new one (every other session has ended)")
 
 
