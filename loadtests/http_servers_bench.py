@@ -1,4 +1,4 @@
-"""The same gateway app under uvicorn + httptools (``python -m auth_api``) and under granian, side by side (issue 12).
+"""The same gateway app under uvicorn + httptools (``python -m auth_api``) and under granian, side by side.
 
 ``python -m loadtests.http_servers_bench --repository /work/cache/model_repository -c 64 --duration 10 --rounds 2``
 

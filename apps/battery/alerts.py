@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 FAULT_P = 0.8  # a window's fault class counts when the classifier is at least this sure
 THERMAL_DELTA_C = 5.0
 HEALTHY_CLASS = "normal"  # battery-fault's label for a healthy window
-# key, model, condition, severity (the built-in rules of issue 17; they apply to every user's batteries)
+# key, model, condition, severity (the built-in battery rules; they apply to every user's batteries)
 BUILTIN_RULES: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("battery.fault", "battery-fault", {"label_not_in": [HEALTHY_CLASS], "probability_gt": FAULT_P}, "critical"),
     ("battery.anomaly", "battery-anomaly", {"score_lt": 0.0}, "warning"),
