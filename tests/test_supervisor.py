@@ -21,6 +21,7 @@ import pytest
 from mlstack.process import ManagedProcess, port_in_use
 from mlstack.supervisor import RestartPolicy, Supervisor, SupervisorMetrics
 from tests.fixtures.gateway import PASSWORD
+from tests.fixtures.redis import forget
 from tests.fixtures.triton import free_ports
 
 MLSTACK = [sys.executable, "-m", "mlstack"]
@@ -174,17 +175,7 @@ BURST = 25  # no refill (0.001/s): a bucket holds BURST requests in all
 
 
 def _forget_rate_limits() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_DB)
-    try:
-        for key in client.scan_iter("mlstack:rl:*"):
-            client.delete(key)
-    except redis.ConnectionError:
-        pytest.fail("Redis is not reachable on 127.0.0.1:6379: install and start it (apt-get install redis-server; "
-                    "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '')", pytrace=False)
-    finally:
-        client.close()
+    forget(REDIS_DB, "mlstack:rl:*")
 
 
 def _revocation_and_rate_limit_span_both_gateways(a: str, b: str, admin_token: str) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway import PASSWORD, RunningGateway, gateway_settings, run_gateway
+from tests.fixtures.redis import forget
 from tests.fixtures.triton import free_ports
 
 REDIS_URL = "redis://127.0.0.1:6379/9"  # a database of its own: other tests' counters never meet these
@@ -22,23 +23,9 @@ FAST = {"gateway_login_lockout_base_s": 0.4, "gateway_login_lockout_max_s": 0.8,
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis is not reachable on 127.0.0.1:6379: install and start it (apt-get install redis-server; "
-                    "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '')", pytrace=False)
-
-    def clear() -> None:
-        for key in client.scan_iter("mlstack:lt:*"):
-            client.delete(key)
-
-    clear()
+    forget(REDIS_URL, "mlstack:lt:*")
     yield REDIS_URL
-    clear()
-    client.close()
+    forget(REDIS_URL, "mlstack:lt:*")
 
 
 def _login(c: httpx.Client, name: str, password: str = PASSWORD) -> httpx.Response:

@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.fixtures.gateway import ADMIN_PASSWORD, PASSWORD
+from tests.fixtures.redis import forget
 from tests.fixtures.triton import TritonFixture, free_ports
 
 pytestmark = pytest.mark.slow
@@ -133,19 +134,9 @@ def start(tmp_path: Path, db_url: str, triton: TritonFixture) -> Iterator[Any]:
 
 
 @pytest.fixture
-def redis_db() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis is not reachable on 127.0.0.1:6379: install and start it (apt-get install redis-server; "
-                    "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '')", pytrace=False)
-    for key in client.scan_iter("mlstack:rl:*"):
-        client.delete(key)
-    yield REDIS_URL
-    client.close()
+def redis_db() -> str:
+    forget(REDIS_URL, "mlstack:rl:*")
+    return REDIS_URL
 
 
 def infer_counts(scrape: str, status: str = "200") -> dict[str, float]:
