@@ -47,6 +47,13 @@ def reuseport_socket(host: str, port: int, *, listen: bool) -> socket.socket:
     return sock
 
 
+def ws_max_size(settings: Settings) -> int:
+    """uvicorn's WebSocket message cap: twice the gateway's, so a message a little over the limit reaches the gateway
+    and gets its JSON ``message_too_big`` before the 1009 close, while nothing larger than this is ever buffered (uvicorn's
+    own default is 16 MiB whatever the setting says, which also capped a setting above it)."""
+    return 2 * settings.gateway_ws_max_message_bytes
+
+
 def run_single(settings: Settings) -> None:
     """One process on the configured ports (gateway_workers == 1, and each worker under the supervisor)."""
     import uvicorn
@@ -64,7 +71,8 @@ def run_single(settings: Settings) -> None:
     gc_tuning.configure()
     asgi = gc_tuning.freeze_after_startup(app if info is None else _listen_together(app, info))
     config = uvicorn.Config(asgi, host=settings.gateway_host, port=settings.gateway_http_port, log_level="warning",
-                            access_log=False, http=CoalescingHttpToolsProtocol, timeout_graceful_shutdown=10)
+                            access_log=False, http=CoalescingHttpToolsProtocol, timeout_graceful_shutdown=10,
+                            ws_max_size=ws_max_size(settings))
     server = uvicorn.Server(config)
 
     async def main() -> None:

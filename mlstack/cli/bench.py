@@ -42,7 +42,8 @@ def bench(
                                              "others (taskset). Default: on for Locust, off for wrk.")] = None,
     engine: Annotated[str, typer.Option("--engine", help="locust (scenario load, the default) | wrk (throughput legs, C load "
                                         "generator, CPU per request of each server).")] = "locust",
-    connections: Annotated[int, typer.Option("--connections", "-c", min=1, help="wrk: open connections (= concurrency).")] = 64,
+    connections: Annotated[int | None, typer.Option("--connections", "-c", min=1, help="wrk: open connections (= concurrency, "
+                                                   "default 64); ws: WebSocket connections (default 20).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="wrk: threads (default: one per CPU wrk runs on).")] = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="wrk: legs alternate this many times; the report gives medians.")] = 1,
     cache: Annotated[bool, typer.Option("--cache", help="wrk, gateway: prediction cache hit vs miss (same as `bench cache`).")] = False,
@@ -59,7 +60,7 @@ def bench(
     if scenario == "ws":  # WebSocket streaming: --connections, --fps, --duration (digits-cnn unless --model)
         from mlstack.cli.bench_ws import bench_ws
 
-        bench_ws(console, connections=connections, fps=fps, duration_s=_seconds(duration),
+        bench_ws(console, connections=connections or 20, fps=fps, duration_s=_seconds(duration),
                  model="digits-cnn" if model == "iris-logreg" else model, repository=repository, max_failure_ratio=max_failure_ratio)
         return
     if scenario == "stored-inputs":  # classify_image with the upload kept vs not: --users (8 unless given), --duration, --rounds
@@ -74,7 +75,7 @@ def bench(
             raise typer.BadParameter("--gateways belongs to `mlstack bench gateway --engine wrk`", param_hint="--gateways")
         scenario, engine = "gateways", "wrk"
     if engine == "wrk" or scenario == "cache" or cache:
-        _bench_wrk(scenario, cache, engine, connections, threads, rounds, _seconds(duration), model, repository, url, out, bool(pin),
+        _bench_wrk(scenario, cache, engine, connections or 64, threads, rounds, _seconds(duration), model, repository, url, out, bool(pin),
                    max_failure_ratio, gateways or 1)
         return
     if rounds != 1 or threads is not None:

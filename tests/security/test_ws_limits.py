@@ -39,6 +39,11 @@ def test_size_connections_and_idle(limited: RunningGateway) -> None:
         ws.send(b"\0" * 5000)
         code, seen = close_code(ws)
         assert code == 1009 and seen[-1]["error"]["code"] == "message_too_big"
+    with open_ws(limited, token) as ws:  # beyond twice the limit the server never buffers it: closed on arrival
+        until(ws, "ready")
+        ws.send(b"\0" * 50_000)
+        code, _ = close_code(ws)
+        assert code == 1009
     with open_ws(limited, token) as a, open_ws(limited, token) as b:
         until(a, "ready")
         until(b, "ready")
