@@ -157,6 +157,15 @@ def mark_email_verified(db: Session, user_id: int) -> None:
     db.commit()
 
 
+def upgrade_password_hash(db: Session, user_id: int, old_hash: str, new_hash: str) -> bool:
+    """Store ``new_hash`` (the same password, current argon2 parameters) in place of ``old_hash``; only while ``old_hash``
+    is still the stored one, so a password change in between wins. Sessions stay: the password did not change."""
+    res = db.execute(update(User).where(col(User.id) == user_id, col(User.password_hash) == old_hash)
+                     .values(password_hash=new_hash))
+    db.commit()
+    return getattr(res, "rowcount", 0) == 1
+
+
 def reset_password(db: Session, user_id: int, password_hash: str) -> None:
     """A password set through a mailed code: every session ends; the mailbox is proven, so the email counts as verified."""
     db.execute(update(User).where(col(User.id) == user_id).values(password_hash=password_hash, email_verified=True,
@@ -169,9 +178,10 @@ def reset_password(db: Session, user_id: int, password_hash: str) -> None:
 def delete_user(db: Session, user: User, *, purge: bool) -> None:
     """Anonymise the account (or with ``purge`` remove it and everything it owns); never the last active admin.
 
-    Anonymised: the name becomes ``deleted-<id>``, email and lookup keys are cleared (both free again), the password
-    can never match, every token and API key dies. Its predictions stay for aggregate dashboards, without the client
-    IP, and are tied only to the anonymous ``deleted-<id>`` row.
+    Anonymised: the name becomes ``~deleted-<id>`` (outside the username alphabet: nobody can register it first and
+    make the deletion fail), email and lookup keys are cleared (both free again), the password can never match, every
+    token and API key dies. Its predictions stay for aggregate dashboards, without the client IP, and are tied only to
+    the anonymous ``~deleted-<id>`` row.
     """
     assert user.id is not None
     if user.role == "admin" and user.is_active:
@@ -192,7 +202,7 @@ def delete_user(db: Session, user: User, *, purge: bool) -> None:
         db.execute(delete(ApiKey).where(col(ApiKey.owner_id) == user.id))
         db.execute(delete(User).where(col(User.id) == user.id))
     else:
-        name = f"deleted-{user.id}"
+        name = identities.anonymised_name(user.id)
         db.execute(update(Prediction).where(col(Prediction.user_id) == user.id).values(client_ip=None))
         db.execute(update(RefreshToken).where(col(RefreshToken.user_id) == user.id, col(RefreshToken.revoked_at).is_(None))
                    .values(revoked_at=now))

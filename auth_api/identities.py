@@ -13,6 +13,9 @@ import unicodedata
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 USERNAME_RULE = "3-32 characters from a-z, 0-9, '.', '_', '-' (case-insensitive), starting with a letter or digit"
 MAX_LOGIN_KEY = 254  # the longest email
+# A deleted account's name (and key): '~' is outside every username alphabet this project ever accepted, so no account,
+# new or old, can hold it and block the deletion (the 0003 migration's ``name~id`` keys never start with '~').
+ANONYMISED_PREFIX = "~deleted-"
 
 
 def normalize(text: str) -> str:
@@ -30,6 +33,10 @@ def clean_username(name: str) -> str:
     if not norm.isascii() or not USERNAME_RE.fullmatch(norm.lower()):
         raise ValueError(f"username must be {USERNAME_RULE}")
     return norm
+
+
+def anonymised_name(user_id: int) -> str:
+    return f"{ANONYMISED_PREFIX}{user_id}"
 
 
 def login_key(name: str) -> str:

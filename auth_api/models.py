@@ -32,7 +32,8 @@ class RequestBody(SQLModel):
 
 # --- users ------------------------------------------------------------------------------------
 class UserBase(SQLModel):
-    username: str = Field(index=True, unique=True, min_length=3, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9_.-]+$"})
+    # A leading '~' marks an anonymised (deleted) account: identities.ANONYMISED_PREFIX.
+    username: str = Field(index=True, unique=True, min_length=3, max_length=64, schema_extra={"pattern": r"^~?[A-Za-z0-9_.-]+$"})
     email: str | None = Field(default=None, max_length=254, schema_extra={"pattern": EMAIL_RE})
 
 
@@ -63,7 +64,10 @@ class _PasswordPolicy(RequestBody):
 
     @model_validator(mode="after")
     def _not_identity(self) -> Any:
-        pw, name, email = getattr(self, "password", None), getattr(self, "username", None), getattr(self, "email", None)
+        # ``new_password`` too: a reset request names the account by its email, and refusing that email as the password
+        # here (for every account, known or not) keeps the route's answer from depending on whether the account exists.
+        pw = getattr(self, "password", None) or getattr(self, "new_password", None)
+        name, email = getattr(self, "username", None), getattr(self, "email", None)
         if pw is not None and (name or email):
             why = passwords.problem(pw, name, email)
             if why is not None:

@@ -32,6 +32,27 @@ def test_triton_is_published_on_loopback_only() -> None:
         assert specs and all(s.startswith("127.0.0.1:") for s in specs), (name, specs)
 
 
+GATEWAYS = {"gateway", "gateway-2"}  # the only public endpoints (docker-compose.scale.yml adds the second)
+
+
+def test_only_the_gateways_are_published_beyond_loopback() -> None:
+    """BentoML has no authentication, Triton trusts its callers, Prometheus runs with the lifecycle API, the Locust UI
+    starts load tests: in both compose files only the gateways listen on every interface of the host."""
+    scale = yaml.safe_load((ROOT / "docker-compose.scale.yml").read_text())["services"]
+    published = 0
+    for services in (SERVICES, scale):
+        for name, svc in services.items():
+            for spec in svc.get("ports", []):
+                assert isinstance(spec, str | int), (name, spec)  # the short syntax: a host address is visible
+                if name not in GATEWAYS:
+                    assert str(spec).startswith("127.0.0.1:"), f"{name} publishes {spec} on every interface"
+                    published += 1
+    for name in ("bento", "prometheus", "grafana", "locust-master"):
+        assert SERVICES[name]["ports"], name  # still reachable from the host itself
+    assert published >= 7
+    assert all(not str(p).startswith("127.0.0.1:") for p in SERVICES["gateway"]["ports"] + scale["gateway-2"]["ports"])
+
+
 def _flags(command: list[str]) -> dict[str, str]:
     return dict(arg.removeprefix("--").split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
 

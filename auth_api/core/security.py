@@ -26,7 +26,10 @@ from mlstack.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_hasher = PasswordHasher()
+# parallelism=1: libargon2 runs one thread per lane, so argon2-cffi's default of 4 made every hash take 4 cores at once
+# and no pool size could bound the CPU logins use. Time and memory cost stay at argon2-cffi's defaults (RFC 9106's
+# second recommendation: t=3, 64 MiB). Hashes stored with other parameters still verify and are rehashed at login.
+_hasher = PasswordHasher(parallelism=1)
 # Only HS256 is accepted: "none" and every other algorithm are refused at decode time.
 _jwt = JsonWebToken(["HS256"])
 API_KEY_PREFIX = "mlk_"
@@ -40,9 +43,19 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
+def needs_rehash(password_hash: str) -> bool:
+    """True for a hash made with other parameters than new hashes get (e.g. the former parallelism=4)."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.check_needs_rehash(password_hash)
+    except (InvalidHashError, ValueError):  # "!deleted" and other markers are not hashes: nothing to upgrade
+        return False
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """False for no hash or a marker that is not one (a deleted account's ``!deleted``), after the same argon2 work."""
+    real = password_hash if password_hash is not None and password_hash.startswith("$argon2") else None
+    try:
+        return _hasher.verify(real or _DUMMY_HASH, password) and real is not None
     except (VerificationError, InvalidHashError):
         return False
 

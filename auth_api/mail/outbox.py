@@ -1,4 +1,5 @@
-"""The outbox table: ``enqueue`` adds a message to the caller's transaction; the sender claims, sends and marks rows."""
+"""The outbox table: ``enqueue`` adds a message to the caller's transaction; the sender claims, sends and marks rows
+(a sent row keeps no code: ``mark_sent`` redacts it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, delete, or_, select, update
 
-from auth_api.mail.templates import render
+from auth_api.mail.templates import redact_subject, render
 from auth_api.models import OutboxMessage, utcnow
 
 
@@ -35,8 +36,23 @@ def claim_due(db: Session, now: datetime, lease_s: float, limit: int = 20) -> li
 
 
 def mark_sent(db: Session, msg_id: int) -> None:
-    db.execute(update(OutboxMessage).where(col(OutboxMessage.id) == msg_id).values(sent_at=utcnow(), claimed_until=None))
+    """Delivered: the bodies are blanked and the subject's values removed (they carry one-time codes, which must not
+    stay readable in the database); recipient, kind of message (from the subject), attempts and sent_at stay."""
+    subject = db.exec(select(OutboxMessage.subject).where(col(OutboxMessage.id) == msg_id)).first()
+    db.execute(update(OutboxMessage).where(col(OutboxMessage.id) == msg_id)
+               .values(sent_at=utcnow(), claimed_until=None, subject=redact_subject(subject or ""), body_text="", body_html=""))
     db.commit()
+
+
+def redact_delivered(db: Session) -> int:
+    """Redact rows marked sent before ``mark_sent`` redacted them (an older version's rows); how many were."""
+    rows = db.exec(select(OutboxMessage.id, OutboxMessage.subject)
+                   .where(col(OutboxMessage.sent_at).is_not(None), col(OutboxMessage.body_text) != "")).all()
+    for msg_id, subject in rows:
+        db.execute(update(OutboxMessage).where(col(OutboxMessage.id) == msg_id)
+                   .values(subject=redact_subject(subject), body_text="", body_html=""))
+    db.commit()
+    return len(rows)
 
 
 def mark_failed(db: Session, msg_id: int, attempts: int, retry_at: datetime, error: str) -> None:

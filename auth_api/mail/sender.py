@@ -1,7 +1,8 @@
 """The background sender: delivers outbox rows over SMTP (aiosmtplib) or into ``.eml`` files, retrying with backoff.
 
 An SMTP outage only delays mail: a failed row is retried after ``mail_retry_base_s`` doubling up to ``mail_retry_max_s``,
-forever, and is marked sent only after the server accepted it.
+forever, and is marked sent (and stripped of its code, outbox.mark_sent) only after the server accepted it or the
+``.eml`` file was written.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from auth_api.mail import outbox
+from auth_api.mail.templates import redact_subject
 from auth_api.models import OutboxMessage, utcnow
 from mlstack.settings import Settings
 
@@ -80,7 +82,9 @@ class OutboxSender:
         self._task: asyncio.Task[None] | None = None
         self._tls: ssl.SSLContext | None = None
         if self.smtp is not None:
-            self._tls = ssl.create_default_context(cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
+            self._tls = ssl.create_default_context()  # the system's CAs...
+            if settings.smtp_ca_file:  # ...and this bundle (create_default_context(cafile=...) would trust it alone)
+                self._tls.load_verify_locations(cafile=str(settings.smtp_ca_file))
 
     def describe(self) -> str:
         return f"SMTP {self.smtp}" if self.smtp else f"files in {self.outbox_dir}"
@@ -99,6 +103,11 @@ class OutboxSender:
                 await self._task
 
     async def _run(self) -> None:
+        try:
+            if n := await run_in_threadpool(self._redact_delivered):
+                logger.info("removed codes from %d delivered outbox messages", n)
+        except Exception:  # the database may be briefly away: the next start tries again
+            logger.exception("could not redact delivered outbox messages")
         while True:
             self._wake.clear()  # before claiming: a wake() during this pass triggers the next one
             try:
@@ -132,7 +141,8 @@ class OutboxSender:
                 await aiosmtplib.send(msg, hostname=self.smtp.host, port=self.smtp.port, username=self.smtp.username,
                                       password=self.smtp.password, use_tls=self.smtp.implicit_tls, start_tls=self.smtp.starttls,
                                       tls_context=self._tls, timeout=self.settings.smtp_timeout_s)
-                logger.info("mail to %s, subject %r, sent via %s", row.recipient, row.subject, self.smtp)
+                # Not the subject itself: it carries the code, which then lives only in the recipient's mailbox.
+                logger.info("mail to %s, subject %r, sent via %s", row.recipient, redact_subject(row.subject), self.smtp)
         except Exception as exc:
             attempts = row.attempts + 1
             delay = min(self.settings.mail_retry_max_s, self.settings.mail_retry_base_s * 2.0 ** min(attempts - 1, 30))
@@ -151,6 +161,10 @@ class OutboxSender:
             f.write(msg.as_bytes())
         os.replace(tmp, path)  # readers never see half a message
         return path
+
+    def _redact_delivered(self) -> int:
+        with Session(self.engine) as db:
+            return outbox.redact_delivered(db)
 
     def _mark_sent(self, msg_id: int) -> None:
         with Session(self.engine) as db:

@@ -1,8 +1,12 @@
-"""The gateway's messages, each as plain text and HTML. Values are escaped for HTML and stripped of line breaks."""
+"""The gateway's messages, each as plain text and HTML. Values are escaped for HTML and stripped of line breaks.
+
+``redact_subject`` keeps what kind of message a delivered outbox row was, without the values (codes) filled into it.
+"""
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from string import Template
 
@@ -49,3 +53,17 @@ def render(kind: str, **values: object) -> Rendered:
     escaped = {k: html.escape(v) for k, v in plain.items()}
     return Rendered(subject=_one_line(Template(subject).substitute(plain))[:200], text=Template(text).substitute(plain),
                     html=Template(body_html).substitute(escaped))
+
+
+REDACTED = "[removed after delivery]"
+_PLACEHOLDER = re.compile(r"\$\w+")
+
+
+def redact_subject(subject: str) -> str:
+    """The subject with every filled-in value replaced by REDACTED (e.g. 'Your mlstack verification code: [removed
+    after delivery]'); just REDACTED when it matches no template."""
+    for template, _, _ in _TEMPLATES.values():
+        literals = _PLACEHOLDER.split(template)
+        if re.fullmatch("(.*)".join(map(re.escape, literals)), subject, re.S):
+            return REDACTED.join(literals)[:200]
+    return REDACTED

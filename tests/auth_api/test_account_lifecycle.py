@@ -140,6 +140,36 @@ def test_forgotten_password_is_reset_end_to_end_over_smtp(mail_gw: RunningGatewa
         assert r.status_code == 400 and _err(r) == "code_invalid"
 
 
+def test_reset_answers_alike_for_known_and_unknown_emails_whatever_the_password(mail_gw: RunningGateway,
+                                                                                 smtp_server: SmtpServer) -> None:
+    """Without the right code, no new password (the email itself, a common one, the account's own username) makes the
+    answer for a registered email differ from the answer for an unknown one."""
+    known, unknown = "quentin.mailbox@example.org", "nobody.here.at.all@example.org"
+    with mail_gw.client(mail_gw.admin_token()) as c:
+        r = c.post("/api/v1/users", json={"username": "quentin.long", "password": PASSWORD, "email": known})
+        assert r.status_code == 201, r.text
+    with mail_gw.client() as c:
+        assert c.post("/api/v1/auth/password/forgot", json={"email": known}).status_code == 202
+        code = smtp_server.wait_for(known)[0].code  # a live code exists: only the right one may tell the account apart
+        wrong = "000000" if code != "000000" else "111111"
+
+        def answer(email: str, new_password: str) -> tuple[int, str]:
+            r = c.post("/api/v1/auth/password/reset", json={"email": email, "code": wrong, "new_password": new_password})
+            return r.status_code, r.text.replace(email, "<email>")
+
+        for new in ("{email}", "{local}", "password123", "QUENTIN.LONG"):
+            a = answer(known, new.format(email=known, local=known.split("@")[0]))
+            b = answer(unknown, new.format(email=unknown, local=unknown.split("@")[0]))
+            assert a == b, (new, a, b)
+        assert answer(known, known)[0] == 422 and answer(known, "QUENTIN.LONG")[0] == 400  # the email: refused for all
+        # With the right code the owner hears about their username, and the refused password does not spend the code.
+        r = c.post("/api/v1/auth/password/reset", json={"email": known, "code": code, "new_password": "Quentin.Long"})
+        assert r.status_code == 422 and _err(r) == "weak_password" and "username" in r.text, r.text
+        r = c.post("/api/v1/auth/password/reset", json={"email": known, "code": code, "new_password": NEW_PASSWORD})
+        assert r.status_code == 200, r.text
+        assert _login(c, "quentin.long", NEW_PASSWORD).status_code == 200
+
+
 @pytest.mark.parametrize(("password", "why"), [("short-pw1", "at least 10"), ("password123", "too common"),
                                                ("QwertyUIOP", "too common"), ("policyuser", "username")])
 def test_password_policy_has_clear_422s(mail_gw: RunningGateway, password: str, why: str) -> None:
@@ -228,7 +258,9 @@ def test_forgot_password_does_not_reveal_accounts(mail_gw: RunningGateway, smtp_
 
 @pytest.fixture
 def throttled_gw(tmp_path: Path) -> Iterator[RunningGateway]:
-    settings = gateway_settings(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", gateway_login_lockout_base_s=0.2,
+    # First block 0.5 s: the next wrong attempt must land inside it (and escalate) even on a loaded box, where a
+    # 0.2 s block could end between two attempts and let a real password check (a 401) into the run of 429s.
+    settings = gateway_settings(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", gateway_login_lockout_base_s=0.5,
                                 gateway_login_lockout_max_s=1.5, gateway_login_failure_window_s=2.0,
                                 gateway_login_ip_max_failures=1000)
     with run_gateway(settings) as gw:

@@ -11,9 +11,9 @@ import pytest
 from sqlmodel import Session, col, select
 
 from auth_api.mail.sender import SmtpTarget, build_message
-from auth_api.models import OutboxMessage
+from auth_api.models import OutboxMessage, utcnow
 from tests.fixtures.gateway import PASSWORD, RunningGateway, gateway_settings, run_gateway
-from tests.fixtures.smtp import SmtpServer, mail_settings, self_signed
+from tests.fixtures.smtp import CODE_RE, SmtpServer, mail_settings, self_signed
 from tests.fixtures.triton import free_ports
 
 
@@ -63,6 +63,24 @@ def test_smtp_login_with_user_and_password(tmp_path: Path, db_url: str, caplog: 
         srv.stop()
 
 
+def test_the_ca_file_is_trusted_besides_the_systems(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLSTACK_SMTP_CA_FILE adds a CA: a server with a certificate from the system's store still gets the mail."""
+    (tmp_path / "system").mkdir()
+    (tmp_path / "extra").mkdir()
+    ctx, system_ca = self_signed(tmp_path / "system")
+    _, extra_ca = self_signed(tmp_path / "extra")  # e.g. a company CA, unrelated to this server's certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(system_ca))  # stands in for the system's CA store
+    srv = SmtpServer(port=free_ports(1)[0], tls_context=ctx, ca_file=extra_ca)
+    srv.start()
+    try:
+        with run_gateway(gateway_settings(tmp_path, db_url, **mail_settings(srv))) as gw:
+            _register(gw, "sysca", "sys.ca@example.org")
+            (mail,) = srv.wait_for("sys.ca@example.org")
+            assert "verification code" in str(mail.message["Subject"])
+    finally:
+        srv.stop()
+
+
 def test_an_smtp_outage_delays_mail_and_loses_none(tmp_path: Path, db_url: str, smtp_server: SmtpServer) -> None:
     smtp_server.stop()
     with run_gateway(gateway_settings(tmp_path, db_url, **mail_settings(smtp_server))) as gw:
@@ -85,6 +103,56 @@ def test_an_smtp_outage_delays_mail_and_loses_none(tmp_path: Path, db_url: str, 
         assert sorted(a for m in smtp_server.messages for a in m.envelope_to) == sorted(addresses)
         with Session(gw.state.engine) as db:
             assert all(r.sent_at is not None for r in db.exec(select(OutboxMessage)).all())
+
+
+def _sent_rows(gw: RunningGateway, n: int) -> list[OutboxMessage]:
+    deadline = time.monotonic() + 20
+    while True:  # the server has the mail a moment before the sender marks the row sent
+        with Session(gw.state.engine) as db:
+            rows = list(db.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all())
+        if len(rows) == n and all(r.sent_at is not None for r in rows):
+            return rows
+        assert time.monotonic() < deadline, [(r.id, r.sent_at, r.last_error) for r in rows]
+        time.sleep(0.05)
+
+
+def _text_columns(row: OutboxMessage) -> list[str]:
+    return [v for v in row.model_dump().values() if isinstance(v, str)]
+
+
+def test_delivered_messages_leave_no_code_in_the_outbox(tmp_path: Path, db_url: str, smtp_server: SmtpServer) -> None:
+    """Codes are stored hashed; the mail that carried one must not keep it readable in the database after delivery."""
+    with run_gateway(gateway_settings(tmp_path, db_url, **mail_settings(smtp_server))) as gw:
+        _register(gw, "atrest", "at.rest@example.org")
+        with gw.client() as c:
+            c.post("/api/v1/auth/verify-email", json={"email": "at.rest@example.org",
+                                                      "code": smtp_server.wait_for("at.rest@example.org")[0].code})
+            assert c.post("/api/v1/auth/password/forgot", json={"email": "at.rest@example.org"}).status_code == 202
+        mails = smtp_server.wait_for("at.rest@example.org", 2)
+        assert mails[0].code in mails[0].text and mails[1].code in mails[1].text  # what was delivered carried the codes
+        rows = _sent_rows(gw, 2)
+        for row in rows:
+            assert not any(CODE_RE.search(v) for v in _text_columns(row)), row
+            assert row.recipient == "at.rest@example.org" and row.body_text == row.body_html == ""
+        assert [r.subject for r in rows] == ["Your mlstack verification code: [removed after delivery]",
+                                             "Your mlstack password reset code: [removed after delivery]"]
+
+
+def test_rows_delivered_before_redaction_existed_are_redacted_at_start(tmp_path: Path, db_url: str) -> None:
+    settings = gateway_settings(tmp_path, db_url)
+    with run_gateway(settings) as gw, Session(gw.state.engine) as db:
+        db.add(OutboxMessage(recipient="old@example.org", subject="Your mlstack password reset code: 482913",
+                             body_text="your password reset code is 482913", body_html="<b>482913</b>", sent_at=utcnow()))
+        db.commit()
+    with run_gateway(settings) as gw:
+        (row,) = _sent_rows(gw, 1)
+        deadline = time.monotonic() + 20
+        while row.body_text:
+            assert time.monotonic() < deadline, row
+            time.sleep(0.05)
+            (row,) = _sent_rows(gw, 1)
+        assert not any(CODE_RE.search(v) for v in _text_columns(row)) and row.recipient == "old@example.org"
+        assert row.subject == "Your mlstack password reset code: [removed after delivery]"
 
 
 def test_without_smtp_messages_are_eml_files_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

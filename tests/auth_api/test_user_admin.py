@@ -54,7 +54,7 @@ def test_delete_anonymises_frees_the_name_and_kills_every_credential(gateway: Ru
         assert c.post("/api/v1/auth/login", json={"username": "judy", "password": PASSWORD}).status_code == 401
     with Session(gateway.state.engine) as db:
         row = db.get(User, uid)
-        assert row is not None and row.username == f"deleted-{uid}" and row.email is None and not row.is_active
+        assert row is not None and row.username == f"~deleted-{uid}" and row.email is None and not row.is_active
         kept = db.exec(select(Prediction).where(Prediction.user_id == uid)).all()
         assert len(kept) == 3 and all(p.client_ip is None for p in kept)  # counted, not tied to a person
     with gateway.client(gateway.admin_token()) as c:  # name and email are free again

@@ -87,3 +87,35 @@ def test_migration_gives_existing_rows_keys_and_a_unique_index(db_url: str, tmp_
                               "created_at) VALUES ('BOB2', 'bob', 'x', 'user', true, 0, CURRENT_TIMESTAMP)"))
     finally:
         engine.dispose()
+
+
+def test_nobody_can_take_a_deleted_accounts_name_and_block_the_deletion(gateway: RunningGateway) -> None:
+    """Deleting user N renames it; a squatter who registered that name first used to turn the DELETE into a 500 and make
+    user N impossible to delete."""
+    gateway.create_user("victim")
+    with gateway.client(gateway.admin_token()) as c:
+        victim = next(u["id"] for u in c.get("/api/v1/users").json() if u["username"] == "victim")
+    with gateway.client() as c:
+        for name in (f"deleted-{victim}", f"Deleted-{victim}"):  # the old anonymised form is an ordinary name: allowed
+            r = c.post("/api/v1/auth/register", json={"username": name, "password": PASSWORD, "email": f"{name}@example.com"})
+            assert r.status_code in (201, 409), r.text
+        for name in (f"~deleted-{victim}", "~deleted-999"):  # the anonymised form is outside the alphabet of names
+            r = c.post("/api/v1/auth/register", json={"username": name, "password": PASSWORD, "email": "sq@example.com"})
+            assert r.status_code == 422 and "username must be" in r.text, r.text
+    with gateway.client(gateway.admin_token()) as c:
+        assert c.post("/api/v1/users", json={"username": f"~deleted-{victim}", "password": PASSWORD}).status_code == 422
+        r = c.delete(f"/api/v1/users/{victim}")
+        assert r.status_code == 200, r.text
+        assert c.get(f"/api/v1/users/{victim}").status_code == 404
+        names = [u["username"] for u in c.get("/api/v1/users").json()]
+        assert "victim" not in names and f"deleted-{victim}" in names  # the squatter's own account is untouched
+    with Session(gateway.state.engine) as db:
+        row = db.get(User, victim)
+        assert row is not None and row.deleted_at is not None and not row.is_active
+        assert row.username == row.username_key == f"~deleted-{victim}" and row.email is None
+    with gateway.client() as c:  # the anonymised name logs nobody in, and answers like an unknown name
+        for name in (f"~deleted-{victim}", "victim", "~deleted-999"):
+            r = c.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+            assert r.status_code == 401 and _code(r) == "bad_credentials", (name, r.text)
+        r = c.post("/api/v1/auth/verify-email", json={"username": f"~deleted-{victim}", "code": "123456"})
+        assert r.status_code == 400 and _code(r) == "code_invalid"

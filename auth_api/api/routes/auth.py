@@ -16,7 +16,9 @@ from sqlmodel import Session
 
 from auth_api import codes, crud, identities, passwords
 from auth_api.api.strict_query import no_unknown_query
-from auth_api.core.errors import Forbidden, NotFound, Unauthorized
+from auth_api.core import security
+from auth_api.core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from auth_api.core.hashpool import HashingBusy
 from auth_api.core.throttle import LoginThrottled
 from auth_api.deps import CurrentPrincipal, GatewayDep, LoginPrincipal, SessionDep
 from auth_api.models import (
@@ -70,8 +72,23 @@ async def _verified(request: Request, gw: Gateway, username: str, password: str)
     return user
 
 
+async def _upgrade_hash(gw: Gateway, user: User, password: str) -> None:
+    """A hash stored with older argon2 parameters (e.g. parallelism=4) is replaced at the first login that proves the
+    password; skipped (retried at the next login) while the hashing pool is full."""
+    old = user.password_hash
+    if user.id is None or not old or not security.needs_rehash(old):
+        return
+    try:
+        new = await gw.hashing.hash(password)
+    except HashingBusy:
+        return
+    if await gw.run_db(crud.upgrade_password_hash, user.id, old, new):
+        user.password_hash = new
+
+
 async def _login(request: Request, gw: Gateway, username: str, password: str) -> TokenPair:
     user = await _verified(request, gw, username, password)
+    await _upgrade_hash(gw, user, password)
     if gw.settings.require_email_verification and not user.email_verified:
         # Only after the password matched: this answer says nothing about accounts the caller cannot log into.
         raise Forbidden("the account's email is not verified yet", code="email_not_verified",
@@ -182,10 +199,14 @@ async def reset_password(request: Request, body: PasswordReset, gw: GatewayDep) 
     def consume(db: Session) -> tuple[int, str]:
         user = crud.get_user_by_login(db, body.email)
         user = user if user is not None and user.deleted_at is None and user.is_active else None
-        if user is not None:  # before the code is spent, so a refused password does not cost it
-            passwords.check(body.new_password, user.username, user.email)
+        # The code first: whatever the password, a caller without the right code hears code_invalid, known account or not.
         codes.consume(db, gw.codec.code_key, user.id if user else None, "reset", body.code)
         assert user is not None and user.id is not None
+        try:  # the account's own rules (not its username) only for its owner
+            passwords.check(body.new_password, user.username, user.email)
+        except InvalidInput:
+            db.rollback()  # the code is not spent: the owner may try another password with it
+            raise
         ident = (user.id, user.username)
         db.commit()
         return ident
