@@ -79,9 +79,13 @@ def serving_overview() -> Dashboard:
                "{{protocol}}"),), unit="s", description="Tasks include BentoML's own work (an explanation takes seconds)."),
         Panel("Client errors/s by model and status", (
             _q(f'sum by (model, status) (rate(gateway_requests_total{{model=~"$model", status=~"4..|5.."}}{RATE}))',
-               "{{model}} {{status}}"),),
-              unit="reqps", description="4xx (the client's request: bad input, unknown version) and 5xx (ours) answered for a model. "
-                                        "Requests naming a model the repository does not hold count as 'other'."),
+               "{{model}} {{status}}"),
+            _q(f'sum by (model, code) (rate(gateway_grpc_requests_total{{model=~"$model", code!="OK"}}{RATE}))',
+               "{{model}} grpc {{code}}"),),
+              unit="reqps", description="4xx (the client's request: bad input, unknown version) and 5xx (ours) answered for a model "
+                                        "over v2 HTTP, REST predict and tasks (failed tasks too), and gRPC calls and streamed "
+                                        "answers that were not OK, by status code. Requests naming a model the repository does "
+                                        "not hold count as 'other'."),
         Panel("Upstream latency p99 by model", (
             _q(f'histogram_quantile(0.99, sum by (le, model, protocol) (rate(gateway_upstream_duration_seconds_bucket{M}{RATE})))',
                "{{model}} {{protocol}}"),),
@@ -144,7 +148,8 @@ def gateway() -> Dashboard:
             _q(f"sum(rate(history_journal_torn_total{RATE}))", "torn segments/s"),
         ), unit="ops"),
         Panel("gRPC calls/s by method and code",
-              (_q(f"sum by (method, code) (rate(gateway_grpc_requests_total{RATE}))", "{{method}} {{code}}"),), unit="reqps"),
+              (_q(f"sum by (method, code) (rate(gateway_grpc_requests_total{RATE}))", "{{method}} {{code}}"),), unit="reqps",
+              description="Per model (inference calls): the serving dashboard's error panel."),
         Panel("Upstream latency p99 by protocol", (
             _q(f"histogram_quantile(0.99, sum by (le, protocol) (rate(gateway_upstream_duration_seconds_bucket{RATE})))", "{{protocol}}"),),
               unit="s"),

@@ -6,10 +6,10 @@ unfiltered answer taken for a filtered one.
 
 from __future__ import annotations
 
-from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection
 
 _known: dict[int, frozenset[str]] = {}
 
@@ -29,13 +29,16 @@ def declared_query(route: APIRoute) -> frozenset[str]:
     return names
 
 
-async def no_unknown_query(request: Request) -> None:
-    """Router dependency: 422 ``invalid_request`` listing each undeclared query parameter (``loc: ["query", name]``)."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
+async def no_unknown_query(conn: HTTPConnection) -> None:
+    """Router dependency: 422 ``invalid_request`` listing each undeclared query parameter (``loc: ["query", name]``).
+
+    Typed as an ``HTTPConnection`` so it can sit on a router that also holds WebSocket routes (it checks HTTP routes
+    only: a WebSocket's refusals are messages, see ``auth_api.ws.route``)."""
+    route = conn.scope.get("route")
+    if not isinstance(route, APIRoute) or not conn.query_params:
         return
-    unknown = sorted(set(request.query_params.keys()) - declared_query(route))
+    unknown = sorted(set(conn.query_params.keys()) - declared_query(route))
     if unknown:
         raise RequestValidationError([
             {"type": "extra_forbidden", "loc": ("query", name), "msg": f"unknown query parameter '{name}'",
-             "input": request.query_params.get(name)} for name in unknown])
+             "input": conn.query_params.get(name)} for name in unknown])

@@ -63,8 +63,9 @@ class GatewayMetrics:
                                         registry=r)
         self.history_lost = Counter("gateway_history_lost_total",
                                     "History rows given up at shutdown because the database stayed unavailable.", registry=r)
-        self.grpc_requests = Counter("gateway_grpc_requests_total", "gRPC calls by method and status code.",
-                                     ["method", "code"], registry=r)
+        self.grpc_requests = Counter("gateway_grpc_requests_total",
+                                     "gRPC calls by method, status code and model (inference calls; '' for the others).",
+                                     ["method", "code", "model"], registry=r)
         self.principal_requests = Counter(
             "gateway_principal_requests_total",
             f"Inference requests by numeric user id and credential kind (user or api_key); beyond {PRINCIPAL_LIMIT} ids: 'other'.",

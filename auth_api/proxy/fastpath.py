@@ -24,6 +24,7 @@ from auth_api.proxy.authorize import authorize
 from auth_api.proxy.cache import Answer, Lookup, cache_of, has_outputs
 from auth_api.proxy.empty_answer import diagnose
 from auth_api.proxy.encoding import inflate
+from auth_api.proxy.keep import http_version, keep_of
 from auth_api.proxy.records import HEADER, RAW_HEADER, base_record, error_status, failure_record, journal, upstream_code
 from auth_api.proxy.tensors import TensorRejected, check_http
 from auth_api.proxy.upstream import model_path
@@ -127,7 +128,7 @@ async def proxy_infer(gw: Gateway, name: str, version: str | None, scope: Scope,
         rec = base_record(p, model=name, version=version, protocol="http", status=200,
                           total_s=time.perf_counter() - start, upstream_s=up.elapsed_s,
                           client_ip=client[0] if client else None)
-        journal(gw.journal, pid, rec, ("http", body, _int(hlen), up.content, _int(up.header_length), None))
+        _journal_success(gw, pid, rec, ("http", body, _int(hlen), up.content, _int(up.header_length), None))
     else:
         if status == 500 and up.content.startswith(_PARSE_ERRORS):
             status = 400
@@ -143,8 +144,18 @@ def _cached_answer(gw: Gateway, p: Any, pid: str, lk: Lookup, hit: Answer, body:
     headers, content = hit.response(lk.request_id)
     rec = base_record(p, model=lk.model, version=hit.version, protocol="http", status=200,
                       total_s=time.perf_counter() - start, upstream_s=0.0, client_ip=client_ip)
-    journal(gw.journal, pid, rec, ("http", body, hlen, content, _int(dict(headers).get(b"inference-header-content-length")), None))
+    _journal_success(gw, pid, rec, ("http", body, hlen, content, _int(dict(headers).get(b"inference-header-content-length")),
+                                    None))
     return 200, [*headers, (RAW_HEADER, pid.encode())], content
+
+
+def _journal_success(gw: Gateway, pid: str, rec: dict[str, Any], summary: tuple[Any, ...]) -> None:
+    """Journal a 200 with what its model keeps (``proxy.keep``): the summary's bytes, or a bare row."""
+    if keep_of(gw, "http").bare(rec["model"]):
+        rec["version"] = rec["version"] or http_version(summary[3])
+        journal(gw.journal, pid, rec)
+    else:
+        journal(gw.journal, pid, rec, summary)
 
 
 class _TooLarge(MlstackError):

@@ -2,9 +2,10 @@
 
 Generic handlers never re-encode the payload, so any tritonclient.grpc call works unchanged. ModelInfer and every
 message of ModelStreamInfer are parsed once and checked against the model's config (``tensors``) before they are
-forwarded (INVALID_ARGUMENT otherwise). Every ModelInfer call and every streamed answer (``grpc_stream``) is a
-prediction: a history row (journaled, summarised by the ingester; failures with status and code) and metrics, and an id:
-trailing metadata ``x-prediction-id`` on ModelInfer, the ``prediction_id`` parameter of each streamed answer.
+forwarded (INVALID_ARGUMENT otherwise); an OK without outputs is never forwarded (``empty_answer``). Every ModelInfer
+call and every streamed answer (``grpc_stream``) is a prediction: a history row (journaled, summarised by the ingester
+unless its model keeps nothing, ``proxy.keep``; failures with status and code) and metrics, and an id: trailing
+metadata ``x-prediction-id`` on ModelInfer, the ``prediction_id`` parameter of each streamed answer.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from tritonclient.grpc import service_pb2
 
 from auth_api.authn import ANONYMOUS, Principal
 from auth_api.core.errors import RateLimited, Unauthorized
+from auth_api.core.metrics import OTHER
 from auth_api.jobs.ownership import ensure_visible, may_use, shares_of
 from auth_api.journal import new_prediction_id
 from auth_api.proxy import grpc_tensors
-from auth_api.proxy.grpc_peek import infer_model_name
-from auth_api.proxy.grpc_stream import StreamRelay, grpc_failure, refusal_status
+from auth_api.proxy.empty_answer import diagnose_grpc
+from auth_api.proxy.grpc_peek import answered_version, infer_model_name, infer_response_has_outputs
+from auth_api.proxy.grpc_stream import StreamRelay, answer_status, grpc_failure, refusal_status
+from auth_api.proxy.keep import keep_of
 from auth_api.proxy.records import RAW_HEADER, base_record, failure_record, journal
 from auth_api.proxy.tensors import check
 from auth_api.state import Gateway
@@ -52,7 +56,7 @@ class _Proxy(grpc.GenericRpcHandler):
         self.channel = channel
         # One handler (and one upstream multicallable) per method, not one per call; bounded, as clients pick the names.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-        self._counts: dict[tuple[str, str], Any] = {}  # gateway_grpc_requests_total children
+        self._counts: dict[tuple[str, str, str], Any] = {}  # gateway_grpc_requests_total children
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = details.method
@@ -71,13 +75,15 @@ class _Proxy(grpc.GenericRpcHandler):
             self._handlers[method] = handler
         return handler
 
-    def count(self, method: str, code: str) -> None:
-        """gateway_grpc_requests_total{method, code} += 1 (children cached: ``labels`` costs more than ``inc``)."""
-        child = self._counts.get((method, code))
+    def count(self, method: str, code: str, model: str = "") -> None:
+        """gateway_grpc_requests_total{method, code, model} += 1, the model bounded like every model label ('other'
+        unless the repository holds it). Children are cached (``labels`` costs more than ``inc``), not those of 'other'."""
+        child = self._counts.get((method, code, model))
         if child is None:
-            child = self.gw.metrics.grpc_requests.labels(method, code)
-            if len(self._counts) < HANDLER_CACHE_LIMIT:
-                self._counts[(method, code)] = child
+            label = self.gw.metrics.model_label(model)
+            child = self.gw.metrics.grpc_requests.labels(method, code, label)
+            if label != OTHER and len(self._counts) < HANDLER_CACHE_LIMIT:
+                self._counts[(method, code, model)] = child
         child.inc()
 
     async def _auth(self, method: str, context: aio.ServicerContext) -> tuple[Principal, list[tuple[str, Any]]]:
@@ -136,18 +142,23 @@ class _Proxy(grpc.GenericRpcHandler):
             try:
                 model = self._check(request, p)[1]
             except MlstackError as exc:
-                self.count(name, refusal_status(exc).name)
+                self.count(name, refusal_status(exc).name, infer_model_name(request))
                 self.record_failure(p, context, request, int(exc.status), str(exc.code), start, 0.0)
                 await context.abort(refusal_status(exc), exc.message)
             up_start = time.perf_counter()
             try:
                 resp: bytes = await call(request, metadata=md or None, timeout=context.time_remaining())
             except aio.AioRpcError as exc:
-                self.count(name, exc.code().name)
+                self.count(name, exc.code().name, model)
                 status, code = grpc_failure(exc.code())
                 self.record_failure(p, context, request, status, code, start, time.perf_counter() - up_start)
                 await context.abort(exc.code(), exc.details() or "upstream error")
-            self.count(name, "OK")
+            if not infer_response_has_outputs(resp):  # never an OK without outputs (Triton's cache stores errors so)
+                err = diagnose_grpc(request)
+                self.count(name, answer_status(err).name, model)
+                self.record_failure(p, context, request, int(err.status), str(err.code), start, time.perf_counter() - up_start)
+                await context.abort(answer_status(err), err.message)
+            self.count(name, "OK", model)
             self.record(p, context, request, resp, start, up_start, model=model)
             return resp
 
@@ -181,13 +192,18 @@ class _Proxy(grpc.GenericRpcHandler):
         ModelStreamInferResponse when ``streamed``); its prediction id (in the trailing metadata of a unary call)."""
         now = time.perf_counter()
         metrics = self.gw.metrics
-        metrics.observe_grpc_infer(infer_model_name(request) if model is None else model, now - start, now - up_start)
+        name = infer_model_name(request) if model is None else model
+        metrics.observe_grpc_infer(name, now - start, now - up_start)
         if p.user_id is not None:  # Usage dashboard, as authorize() counts REST callers
             metrics.count_principal(p.kind, p.user_id)
         rec = base_record(p, model="", version=None, protocol=protocol, status=200, total_s=now - start,
                           upstream_s=now - up_start, client_ip=_peer_ip(context))
         pid = new_prediction_id()
-        journal(self.gw.journal, pid, rec, ("grpc", request, resp, streamed))
+        if keep_of(self.gw, "grpc").bare(name):  # a bare row: what the summary would have read off the bytes, cheaply
+            rec["model"], rec["version"] = name[:64], answered_version(resp, streamed)
+            journal(self.gw.journal, pid, rec)
+        else:
+            journal(self.gw.journal, pid, rec, ("grpc", request, resp, streamed))
         if not streamed:
             context.set_trailing_metadata(((_MD_KEY, pid),))
         return pid

@@ -3,7 +3,7 @@
 Answers are paired with their request by id (tritonclient's ``request_id``), else in order. Triton 2.51 answers every
 request of the first stream to a model after it loads with "response output count mismatch" (unary calls and later
 streams to the same model are fine, with or without the gateway); such an answer is retried once on a fresh one-request
-stream, so clients never see the warm-up.
+stream, so clients never see the warm-up. An answer without outputs is never relayed as a success (``empty_answer``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from grpc import aio
 from tritonclient.grpc import service_pb2
 
 from auth_api.authn import Principal
+from auth_api.proxy.empty_answer import diagnose_grpc
+from auth_api.proxy.grpc_peek import infer_model_name
 from mlstack.errors import MlstackError, ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class _Proxy(Protocol):
 
     def _check(self, request: bytes, p: Principal) -> tuple[str, str]: ...
 
-    def count(self, method: str, code: str) -> None: ...
+    def count(self, method: str, code: str, model: str = "") -> None: ...
 
     def record(self, p: Principal, context: aio.ServicerContext, request: bytes, resp: bytes, start: float,
                up_start: float, *, model: str | None = None, protocol: str = "grpc", streamed: bool = False) -> str: ...
@@ -49,6 +51,11 @@ class _Proxy(Protocol):
 
 def refusal_status(exc: MlstackError) -> grpc.StatusCode:
     return grpc.StatusCode.NOT_FOUND if isinstance(exc, ModelNotFound) else grpc.StatusCode.INVALID_ARGUMENT
+
+
+def answer_status(exc: MlstackError) -> grpc.StatusCode:
+    """The status of a gateway error raised after Triton answered (``empty_answer``): the client's or the server's."""
+    return grpc.StatusCode.INTERNAL if exc.status >= 500 else refusal_status(exc)
 
 
 def grpc_failure(code: grpc.StatusCode) -> tuple[int, str]:
@@ -73,7 +80,7 @@ class StreamRelay:
             except MlstackError as exc:
                 # Stop forwarding: Triton answers what it already has, then the stream ends with the error.
                 self.refused.append(exc)
-                self.proxy.count(METHOD, refusal_status(exc).name)
+                self.proxy.count(METHOD, refusal_status(exc).name, infer_model_name(request))
                 pid = self.proxy.record_failure(self.p, self.context, request, int(exc.status), str(exc.code), start, 0.0)
                 self.context.set_trailing_metadata(((PREDICTION_ID, pid),))  # the stream ends with this refusal
                 return
@@ -111,30 +118,37 @@ class StreamRelay:
         request, start, model = taken
         if msg.error_message == WARMUP_ERROR and (retried := await self._retry(request)) is not None:
             resp, msg = retried
-        if msg.error_message:
-            self.proxy.count(METHOD, "INTERNAL")
+        if not msg.error_message and not msg.infer_response.outputs:  # never an OK without outputs (see empty_answer)
+            err = diagnose_grpc(request)
+            msg.error_message = err.message
+            self.proxy.count(METHOD, answer_status(err).name, model)
+            pid = self.proxy.record_failure(self.p, self.context, request, int(err.status), str(err.code), start,
+                                            time.perf_counter() - start, streamed=True)
+        elif msg.error_message:
+            self.proxy.count(METHOD, "INTERNAL", model)
             pid = self.proxy.record_failure(self.p, self.context, request, 500, "inference_failed", start,
                                             time.perf_counter() - start, streamed=True)
         else:
-            self.proxy.count(METHOD, "OK")
+            self.proxy.count(METHOD, "OK", model)
             pid = self.proxy.record(self.p, self.context, request, resp, start, start, model=model, streamed=True)
         # Trailing metadata comes once per call, so each answer carries its own id in its parameters.
         msg.infer_response.parameters[PREDICTION_ID_PARAM].string_param = pid
         return msg.SerializeToString()
 
     async def _retry(self, request: bytes) -> tuple[bytes, Any] | None:
-        """The answer to ``request`` on a fresh one-request stream, or None if that fails as well."""
+        """The answer to ``request`` on a fresh one-request stream, or None if that stream fails or warms up again."""
         async def one() -> AsyncIterator[bytes]:
             yield request
 
         try:
             async for resp in self.proxy.channel.stream_stream(self.method)(one(), metadata=self.md):
                 msg = service_pb2.ModelStreamInferResponse.FromString(resp)
-                if not msg.error_message:
-                    logger.info("Triton's first-stream error hidden for %s (answered on a fresh stream)",
-                                msg.infer_response.model_name)
-                    return resp, msg
-                return None
+                if msg.error_message == WARMUP_ERROR:
+                    return None
+                # The fresh stream's answer is the real one, an error of the request's own (a NaN row) included.
+                logger.info("Triton's first-stream error hidden for %s (answered on a fresh stream)",
+                            msg.infer_response.model_name)
+                return resp, msg
         except aio.AioRpcError as exc:
             logger.warning("retrying a streamed request after Triton's first-stream error failed: %s", exc.code().name)
         return None

@@ -150,13 +150,7 @@ class MultipartFieldGuard:
         if not allowed or not ctype.lower().startswith(b"multipart/form-data"):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await _read_body(receive)
         names = _part_names(body, ctype)
         unknown = sorted(set(names) - set(allowed))
         if unknown or allowed[0] not in names:
@@ -167,16 +161,69 @@ class MultipartFieldGuard:
                                details={"field": allowed[0], "unknown": unknown, "expected": list(allowed)})
             await error_response(exc)(scope, receive, send)
             return
-        sent = False
+        await self.app(scope, _replay(body, receive), send)
 
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+# Media types BentoML does not parse as a JSON object of the API's fields (everything else goes to its JSON serde).
+_NOT_JSON = (b"multipart/form-data", b"application/vnd.bentoml+pickle")
+
+
+class JsonFieldGuard:
+    """Refuses top-level JSON fields an API does not take: 422 naming the first unknown one, the body unread by BentoML.
+
+    BentoML's input models ignore unknown fields, so ``"methd": "lime"`` on explain would answer with SHAP and a misspelt
+    ``"verison"`` with the live version. A body that is not a JSON object is left to BentoML's own validation.
+    """
+
+    def __init__(self, app: Any, fields: dict[str, frozenset[str]]) -> None:
+        self.app = app
+        self.fields = fields
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        allowed = self.fields.get(scope.get("path", "")) if scope["type"] == "http" else None
+        ctype = dict(scope.get("headers") or []).get(b"content-type", b"") if allowed is not None else b""
+        if allowed is None or ctype.split(b";")[0].strip().lower() in _NOT_JSON:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        try:
+            doc = json.loads(body) if body else None
+        except ValueError:
+            doc = None
+        unknown = sorted(set(doc) - allowed) if isinstance(doc, dict) else []
+        if unknown:
+            listed = ", ".join(repr(u[:64]) for u in unknown[:10])
+            exc = MlstackError(f"unknown field(s) {listed}; this API takes: {', '.join(sorted(allowed)) or 'no fields'}",
+                               code="invalid_request",
+                               details={"field": unknown[0][:64], "unknown": [u[:64] for u in unknown[:10]],
+                                        "expected": sorted(allowed)})
+            exc.status = 422
+            await error_response(exc)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands the app the body already read, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return dict(await receive())
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 _NAME = re.compile(rb'content-disposition:[^\r\n]*?\bname="([^"]*)"', re.IGNORECASE)

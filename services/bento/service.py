@@ -24,7 +24,7 @@ from services.bento import battery, explain, images
 from services.bento import records as recmod
 from services.bento.catalog import Catalog, Resolved
 from services.bento.errors import BadRequest, ImageTooLarge, InvalidRecords, RunnerTimeout, RunnerUnavailable, UnsupportedModel
-from services.bento.http_errors import ErrorShapeMiddleware, MultipartFieldGuard, guard
+from services.bento.http_errors import ErrorShapeMiddleware, JsonFieldGuard, MultipartFieldGuard, guard
 from services.bento.worker import ROW_BATCH_SIZE, TensorWorker
 
 logger = logging.getLogger(__name__)
@@ -242,6 +242,9 @@ class TaskService:
 
 TaskService.add_asgi_middleware(ErrorShapeMiddleware)  # type: ignore[attr-defined]  # bentoml's decorator hides it from mypy
 TaskService.add_asgi_middleware(MultipartFieldGuard, fields=MULTIPART_FIELDS)  # type: ignore[attr-defined]
+# Each API's JSON body may carry only its parameters (the input model BentoML derived from the signature).
+TaskService.add_asgi_middleware(JsonFieldGuard, fields={  # type: ignore[attr-defined]
+    api.route: frozenset(api.input_spec.model_fields) for api in TaskService.apis.values()})  # type: ignore[attr-defined]
 
 
 def records_matrix(recs: list[Any], resolved: Resolved) -> np.ndarray:

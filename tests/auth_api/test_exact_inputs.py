@@ -4,6 +4,7 @@ email is unique and logs in like its username."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +12,9 @@ import pytest
 from sqlmodel import Session
 
 from auth_api.models import Prediction
-from tests.fixtures.gateway import PASSWORD, RunningGateway
+from mlstack.repository.serving import live_version
+from tests.auth_api.test_serving import publish_iris
+from tests.fixtures.gateway import PASSWORD, RunningGateway, gateway_settings, run_gateway
 
 
 def _err(r: httpx.Response) -> dict[str, Any]:
@@ -75,6 +78,56 @@ def test_unknown_query_parameters_are_refused(gateway: RunningGateway, path: str
     with gateway.client(gateway.admin_token()) as c:
         _named(c.get(path, params={param: "1"}), "query", param)
         assert c.get(path).status_code == 200
+
+
+# Every /api/v1 router, checked once where the routers are included: (method, path, an unknown parameter, the status
+# the same call gets without it; every declared parameter of the route is sent along and must stay accepted).
+@pytest.mark.parametrize("method,path,known,unknown,plain", [
+    ("GET", "/api/v1/models", {}, "sort", 200),
+    ("GET", "/api/v1/models/nomodel", {}, "version", 404),
+    ("GET", "/api/v1/models/nomodel/stats", {"hours": "1"}, "hour", 404),
+    ("POST", "/api/v1/models/nomodel/rollback", {"to_version": "1"}, "to", 404),
+    ("POST", "/api/v1/models/nomodel/versions/1/promote", {}, "force", 404),
+    ("DELETE", "/api/v1/models/nomodel", {"confirm": "nomodel"}, "confirmed", 404),
+    ("POST", "/api/v1/models/nomodel/cache/clear", {}, "all", 404),
+    ("PUT", "/api/v1/models/nomodel/share", {}, "public", 404),
+    ("GET", "/api/v1/history", {"model": "iris-logreg", "status": "200", "limit": "5", "offset": "0"}, "modle", 200),
+    ("GET", "/api/v1/history/999999", {}, "verbose", 404),
+    ("GET", "/api/v1/history/999999/input", {}, "download", 404),
+    ("POST", "/api/v1/predict/nomodel", {}, "version", 404),
+    ("POST", "/api/v1/tasks/nosuch", {}, "model", 404),
+    ("GET", "/api/v1/jobs", {"all_users": "true", "limit": "5"}, "state", 200),
+    ("GET", "/api/v1/jobs/nope", {"log_lines": "3"}, "lines", 404),
+    ("GET", "/api/v1/jobs/nope/events", {}, "after", 404),
+    ("GET", "/api/v1/files/0123abcd.png", {"exp": "1", "sig": "x"}, "download", 403),  # exp/sig read: a bad signature
+])
+def test_unknown_query_parameters_are_refused_on_every_router(gateway: RunningGateway, method: str, path: str,
+                                                              known: dict[str, str], unknown: str, plain: int) -> None:
+    body = {"shared": True} if path.endswith("/share") else {"instances": [[1, 2, 3, 4]]} if "/predict/" in path else None
+    with gateway.client(gateway.admin_token()) as c:
+        _named(c.request(method, path, params={**known, unknown: "1"}, json=body), "query", unknown)
+        r = c.request(method, path, params=known, json=body)
+        assert r.status_code == plain, r.text
+
+
+def test_rollback_with_a_misspelt_parameter_rolls_nothing_back(tmp_path: Path, db_url: str) -> None:
+    repo = tmp_path / "repo"
+    for _ in range(3):
+        publish_iris(repo, "iris-rb")
+    with run_gateway(gateway_settings(tmp_path, db_url, repository=repo)) as gw, gw.client(gw.admin_token()) as c:
+        assert c.get("/api/v1/models/iris-rb").json()["live_version"] == 3
+        _named(c.post("/api/v1/models/iris-rb/rollback", params={"to": "1"}), "query", "to")
+        assert c.get("/api/v1/models/iris-rb").json()["live_version"] == 3  # not rolled back to 2
+        assert live_version(repo, "iris-rb") == 3
+        r = c.post("/api/v1/models/iris-rb/rollback", params={"to_version": "1"})
+        assert r.status_code == 200 and r.json()["live_version"] == 1, r.text
+
+
+def test_predict_body_with_an_unknown_field_is_refused(gateway: RunningGateway) -> None:
+    with gateway.client(gateway.admin_token()) as c:
+        r = c.post("/api/v1/predict/iris-logreg", json={"instances": [[5.1, 3.5, 1.4, 0.2]], "versoin": 2})
+        _named(r, "body", "versoin")
+        assert "Traceback" not in r.text
 
 
 def test_dashboard_stats_filter_by_model(gateway: RunningGateway) -> None:

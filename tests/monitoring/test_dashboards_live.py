@@ -6,11 +6,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 from pydantic import SecretStr
+from tritonclient.utils import InferenceServerException
 
 from monitoring.config import Target
 from tests.fixtures.bento import BentoFixture
+from tests.fixtures.clones import clone_model, wait_ready
 from tests.fixtures.triton import TritonFixture, free_ports
 from tests.monitoring.live import (
     IRIS_ROW,
@@ -35,9 +38,16 @@ def _triton_target(triton: TritonFixture) -> Target:
 def test_triton_panels_return_data(triton: TritonFixture, tmp_path: Path) -> None:
     queries = [q for q in all_panel_queries() if metric_families(q[2]) == {"nv"}]
     assert len(queries) >= 6, "the Serving overview lost its Triton panels"
+    # Triton's response cache is off for the shipped models; a clone with it on gives the cache panel its series
+    # (whatever other tests did to the session's Triton before).
+    cached = "mon-tcache-on"
+    if not (triton.repository / cached).exists():
+        clone_model(triton.repository, "iris-logreg", cached, response_cache=True)
+    wait_ready(triton.server.http_url, cached)
     with prometheus(tmp_path, [_triton_target(triton)]) as prom:
         wait_targets_up(prom, {"triton", "prometheus"})
         triton_traffic(triton.server.http_url)
+        triton_traffic(triton.server.http_url, model=cached, requests=100)
         assert missing_data(prom, queries) == []
 
 
@@ -78,6 +88,10 @@ def test_gateway_panels_return_data(triton: TritonFixture, tmp_path: Path) -> No
                 inp.set_data_from_numpy(np.array([IRIS_ROW], dtype=np.float32))
                 result = client.infer("iris-logreg", [inp], headers={"authorization": f"Bearer {token}"})
                 assert result.as_numpy("label") is not None
+                bad = grpcclient.InferInput("input", [1, 3], "FP32")  # a refused call: the gRPC errors series
+                bad.set_data_from_numpy(np.array([IRIS_ROW[:3]], dtype=np.float32))
+                with pytest.raises(InferenceServerException):
+                    client.infer("iris-logreg", [bad], headers={"authorization": f"Bearer {token}"})
             ws_traffic(url, token)
             assert missing_data(prom, queries) == []
 

@@ -10,7 +10,10 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
+from mlstack.repository.layout import read_card
+from tests.fixtures.bento import BentoFixture
 from tests.fixtures.gateway import RunningGateway, gateway_settings, run_gateway
 from tests.fixtures.triton import TritonFixture
 
@@ -104,13 +107,55 @@ def test_grpc_latency_is_labelled_with_the_model(mgw: RunningGateway) -> None:
     assert 'protocol="grpc",model=""' not in text and 'model="",protocol="grpc"' not in text
 
 
-def test_client_latency_covers_every_protocol_by_model(mgw: RunningGateway) -> None:
+def test_client_latency_covers_every_protocol_by_model(mgw: RunningGateway, triton: TritonFixture, bento: BentoFixture,
+                                                      tmp_path: Path) -> None:
     with mgw.client(mgw.admin_token()) as c:
         assert c.post("/v2/models/iris-rf/infer", json=_v2(IRIS_ROW)).status_code == 200
         assert c.post("/api/v1/predict/iris-rf", json={"instances": [IRIS_ROW]}).status_code == 200
+    with grpcclient.InferenceServerClient(mgw.grpc_url) as client:
+        inp = grpcclient.InferInput("input", [1, 4], "FP32")
+        inp.set_data_from_numpy(np.array([IRIS_ROW], dtype=np.float32))
+        client.infer("iris-rf", [inp], headers={"authorization": f"Bearer {mgw.admin_token()}"})
     text = _scrape(mgw)
-    for protocol in ("http", "rest"):
+    for protocol in ("http", "rest", "grpc"):
         assert re.search(rf'gateway_inference_duration_seconds_count\{{model="iris-rf",protocol="{protocol}"\}} [1-9]', text), protocol
+    # Tasks: a gateway with the task service behind it (mgw has none), answered by the model the body names.
+    settings = gateway_settings(tmp_path, f"sqlite:///{tmp_path / 'gw.db'}", triton=triton, gateway_metrics_token=TOKEN,
+                                bento_host=bento.settings.bento_host, bento_port=bento.settings.bento_port)
+    features = read_card(bento.repository, "iris-rf", 1).feature_names
+    with run_gateway(settings) as tgw, tgw.client(tgw.admin_token()) as c:
+        r = c.post("/api/v1/tasks/predict_records", json={"model": "iris-rf", "records": [dict(zip(features, IRIS_ROW, strict=True))]})
+        assert r.status_code == 200, r.text
+        text = _scrape(tgw)
+    assert re.search(r'gateway_inference_duration_seconds_count\{model="iris-rf",protocol="task"\} [1-9]', text), \
+        [ln for ln in text.splitlines() if ln.startswith("gateway_inference_duration_seconds_count")]
+
+
+def test_failed_task_and_grpc_calls_carry_their_model(mgw: RunningGateway) -> None:
+    """The per-model error panel sees failures on every path: a task call whose service is down (this gateway has no
+    BentoML behind it) and a gRPC call Triton would refuse are labelled with the model they named."""
+    with mgw.client(mgw.admin_token()) as c:
+        r = c.post("/api/v1/tasks/predict_records", json={"model": "iris-knn", "records": [{"a": 1.0}]})
+        assert r.status_code == 503, r.text
+    with grpcclient.InferenceServerClient(mgw.grpc_url) as client:
+        inp = grpcclient.InferInput("input", [1, 3], "FP32")  # the model takes 4 features
+        inp.set_data_from_numpy(np.array([IRIS_ROW[:3]], dtype=np.float32))
+        with pytest.raises(InferenceServerException):
+            client.infer("iris-knn", [inp], headers={"authorization": f"Bearer {mgw.admin_token()}"})
+    text = _scrape(mgw)
+    assert _counted(text, "gateway_requests_total", route="/api/v1/tasks/{task}", model="iris-knn", status="503"), \
+        [ln for ln in text.splitlines() if ln.startswith("gateway_requests_total") and "tasks" in ln]
+    assert _counted(text, "gateway_grpc_requests_total", method="ModelInfer", code="INVALID_ARGUMENT", model="iris-knn"), \
+        [ln for ln in text.splitlines() if ln.startswith("gateway_grpc_requests_total")]
+
+
+def _counted(text: str, metric: str, **labels: str) -> bool:
+    """Whether a sample of ``metric`` with (at least) ``labels``, in any order, is ≥ 1."""
+    for m in re.finditer(rf'^{metric}\{{((?:\w+="[^"]*",?)*)\}} ([0-9.e+]+)$', text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()) and float(m.group(2)) >= 1:
+            return True
+    return False
 
 
 def test_no_token_means_open_metrics(tmp_path: Path) -> None:

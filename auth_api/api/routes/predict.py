@@ -18,6 +18,8 @@ from auth_api.core.errors import InvalidInput
 from auth_api.deps import GatewayDep, InferencePrincipal
 from auth_api.jobs.ownership import ensure_visible
 from auth_api.journal import new_prediction_id
+from auth_api.proxy.empty_answer import diagnose
+from auth_api.proxy.keep import keep_of
 from auth_api.proxy.records import HEADER, base_record, failure_record, journal
 from auth_api.proxy.summaries import NP, summarize_outputs
 from auth_api.proxy.tensors import Sent, check
@@ -32,7 +34,7 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [  # a misspelt "versoin" is a 422 naming it
         {"instances": [[5.1, 3.5, 1.4, 0.2]]},
         {"records": [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]},
     ]})
@@ -200,8 +202,9 @@ async def predict(name: str, body: PredictRequest, request: Request, response: R
     request.state.version = answered or ""
     rec = base_record(p, model=name, version=answered, protocol="rest", status=200, total_s=time.perf_counter() - start,
                       upstream_s=upstream_s, client_ip=client_ip)
-    rec.update(input_shape=json.dumps(list(arr.shape)), input_dtype=dtype,
-               input_sha256=hashlib.sha256(arr.tobytes()).hexdigest(), **summarize_outputs(outputs, card.labels))
+    if not keep_of(gw, "rest").bare(name):  # what the model keeps: a summary, or a bare row (``proxy.keep``)
+        rec.update(input_shape=json.dumps(list(arr.shape)), input_dtype=dtype,
+                   input_sha256=hashlib.sha256(arr.tobytes()).hexdigest(), **summarize_outputs(outputs, card.labels))
     journal(gw.journal, pid, rec)
     response.headers[HEADER] = pid
     rows = _rows(card, outputs)
@@ -239,6 +242,8 @@ async def _infer(name: str, body: PredictRequest, gw: Gateway, *,
     if up.status != 200:
         msg = doc.get("error") if isinstance(doc, dict) else None
         raise _upstream_error(up.status, str(msg or "inference failed"), name, body.version)
+    if not doc.get("outputs"):  # never a 200 without outputs, as on /v2 (Triton's response cache stores errors so)
+        raise diagnose(payload, None)
     outputs: dict[str, np.ndarray | None] = {o["name"]: np.asarray(o["data"], dtype=NP.get(o["datatype"], np.float32)).reshape(o["shape"])
                for o in doc.get("outputs", []) if o.get("datatype") in NP}
     answered = str(doc.get("model_version") or version or "") or None

@@ -61,6 +61,9 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
     ctype = request.headers.get("content-type") or ("application/octet-stream" if task == "classify_image" else "application/json")
     if (named := task_model(body, ctype)) is not None:
         ensure_visible(gw.extras, p, named)  # another user's model answers as a missing one
+    # Metrics label the call with its model (bounded: 'other' unless the repository holds it) before it can fail, so a
+    # failed task counts for that model too; a success relabels it with the model and version that answered.
+    request.state.model = named or (SIMULATOR if task == "simulate_battery" else task)
     try:
         up = await get_client(gw.extras).post(task, body, ctype)
     except MlstackError as exc:  # task service down or timing out: the caller's failed prediction all the same
@@ -69,7 +72,7 @@ async def run_task(task: str, request: Request, p: InferencePrincipal, gw: Gatew
             return JSONResponse(exc.to_body(), status_code=503, headers={"Retry-After": "1", HEADER: pid})
         return JSONResponse(exc.to_body(), status_code=exc.status, headers={HEADER: pid})
     if up.status != 200:  # errors pass through as the service wrote them; history records status and code only
-        gw.metrics.upstream_latency.labels("task", "").observe(up.elapsed_s)
+        gw.metrics.upstream_latency.labels("task", request.state.model).observe(up.elapsed_s)
         pid = _record_failure(gw, pid, p, request, task, body, ctype, up.status, _error_code(up.content, up.status), start,
                               up.elapsed_s)
         return Response(up.content, status_code=up.status, headers={**up.headers, HEADER: pid})
