@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
@@ -18,12 +18,13 @@ from auth_api.alerts.engine import AlertHook
 from auth_api.alerts.metrics import AlertsCollector
 from auth_api.alerts.sender import WebhookSender
 from auth_api.api.docs import ERROR_RESPONSES, install_offline_docs
-from auth_api.api.routes import api_keys, auth, dashboard, files, health, history, models, predict, roles, tasks, users, v2
+from auth_api.api.routes import api_keys, auth, dashboard, files, health, history, model_cache, models, predict, roles, tasks, users, v2
 from auth_api.api.routes.alert_rules import router as alert_rules_router
 from auth_api.api.routes.alerts import router as alerts_router
 from auth_api.api.routes.datasets import router as datasets_router
 from auth_api.api.routes.jobs import router as jobs_router
 from auth_api.api.routes.model_shares import router as model_shares_router
+from auth_api.api.strict_query import no_unknown_query
 from auth_api.authn import Authenticator
 from auth_api.catalog import Catalog
 from auth_api.core import db
@@ -37,7 +38,7 @@ from auth_api.ingester import EmbeddedIngester, Ingester, IngestMetrics
 from auth_api.jobs.service import close_jobs, open_jobs
 from auth_api.journal import JournalWriter
 from auth_api.mail.sender import OutboxSender
-from auth_api.proxy import bento
+from auth_api.proxy import bento, cache_admin
 from auth_api.proxy.cache import open_cache
 from auth_api.proxy.fastpath import InferFastPath
 from auth_api.proxy.grpc_server import start_grpc
@@ -45,6 +46,7 @@ from auth_api.proxy.replicas import ReplicaCollector
 from auth_api.proxy.upstream import Upstream
 from auth_api.repo_sync import RepositorySync
 from auth_api.state import Gateway
+from auth_api.ws.open_count import close_connections
 from auth_api.ws.route import router as ws_router
 from mlstack.settings import Settings, get_settings
 
@@ -80,7 +82,8 @@ def _build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
                    buckets=open_buckets(settings.gateway_rate_limit_rps, settings.gateway_rate_limit_burst, settings.redis_url,
                                         workers.worker_count()),
                    catalog=catalog, upstream=Upstream(settings), journal=journal, ingester=ingester,
-                   hashing=HashPool(settings.gateway_password_hash_workers), throttle=LoginThrottle.from_settings(settings))
+                   hashing=HashPool(settings.gateway_password_hash_workers, lock_dir=settings.var_dir),
+                   throttle=LoginThrottle.from_settings(settings))
 
 
 class GatewayApp(FastAPI):
@@ -116,6 +119,8 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
         await start_invalidations(gw.auth.invalidations)
         await bento.open_client(settings, gw.extras)
         pcache = open_cache(settings, metrics.registry, metrics.model_label, gw.extras)
+        # Sibling workers' requests (a cache flush must reach every worker's in-process cache).
+        control = await workers.serve_control(info, cache_admin.handlers(gw.extras)) if (info := workers.current()) else None
         server = channel = None
         if grpc:
             server, channel, gw.grpc_port = await start_grpc(gw, settings.gateway_host, settings.gateway_grpc_port)
@@ -131,6 +136,8 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
         try:
             yield
         finally:
+            if control is not None:
+                control.close()
             await stored_inputs.close_store(gw)  # inputs still being stored finish before the database goes
             await run_in_threadpool(repo_sync.stop)
             await close_jobs(gw)
@@ -148,6 +155,7 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
             await stop_invalidations(gw.auth.invalidations)
             await gw.buckets.close()
             await gw.throttle.close()
+            await close_connections(gw.extras)
             await bento.close_client(gw.extras)
             await pcache.close()
             gw.hashing.close()
@@ -159,8 +167,10 @@ def create_app(settings: Settings | None = None, *, grpc: bool = True) -> FastAP
     install_offline_docs(app)
     app.fast_path = InferFastPath(cors=bool(settings.gateway_cors_origins))
     install_handlers(app)
-    api = APIRouter(prefix="/api/v1")
-    for r in (auth, users, roles, api_keys, history, dashboard, models, predict, tasks):
+    # Every /api/v1 route refuses query parameters it does not declare (a misspelt ``?to=`` on rollback would otherwise
+    # roll back to the previous version); each route's own parameters, dependencies' included, stay allowed.
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(no_unknown_query)])
+    for r in (auth, users, roles, api_keys, history, dashboard, models, model_cache, predict, tasks):
         api.include_router(r.router)
     api.include_router(files.router)
     api.include_router(datasets_router)

@@ -100,7 +100,8 @@ class Readiness:
         if cache is not None and cache.backend == "redis":
             self.deps.append(Dependency("redis", False, self._redis,
                                         "the prediction cache is not shared (misses); rate limits fall back to each "
-                                        "worker's share (limit/N); revocations reach the other workers within the cache "
+                                        "worker's share (limit/N); WebSocket connections per user are counted per worker; "
+                                        "revocations reach the other workers within the cache "
                                         "TTL (1 s) instead of at once; requests still succeed"))
         self._inflight: dict[str, asyncio.Task[Probe]] = {}
         self._last: tuple[float, dict[str, Probe]] | None = None

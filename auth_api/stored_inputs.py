@@ -2,7 +2,9 @@
 
 A call whose keep mode is ``input`` schedules a store after its answer is computed; the prediction's ``prediction_inputs``
 row is written only once the object is stored (or says ``not_kept`` when the store failed), so history never points at
-a missing object. A history lookup of a prediction whose store is still running in this process waits for it (bounded).
+a missing object. A history lookup of a prediction whose store is still running waits for it (bounded): in this process
+through its future, in a sibling worker by polling for the row. Uploads waiting to be stored are bounded in count and
+in bytes (``storage_pending_max_bytes``); beyond either an input is not kept (reason ``backlog``).
 """
 
 from __future__ import annotations
@@ -74,15 +76,25 @@ class InputStore:
         self.storage = storage
         self.metrics = metrics
         self.pending: dict[str, asyncio.Future[None]] = {}
+        self.pending_bytes = 0  # bodies held by queued or running stores (the event loop's count)
         # Threads of their own: a slow store must not take the threadpool the database calls run on.
         self.executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="input-store")
 
     def capture(self, upload: Upload) -> None:
         """Store ``upload`` in the background (call after the answer is computed, before it is sent)."""
-        job = self._store if len(self.pending) < MAX_PENDING else self._refuse  # bounded memory when the store lags
-        fut = asyncio.get_running_loop().run_in_executor(self.executor, job, upload)
+        size = len(upload.body)
+        # Bounded memory when the store lags: by count, and by bytes (1000 uploads of 16 MiB would be 16 GB).
+        fits = len(self.pending) < MAX_PENDING and self.pending_bytes + size <= self.settings.storage_pending_max_bytes
+        held = size if fits else 0
+        self.pending_bytes += held
+        fut = asyncio.get_running_loop().run_in_executor(self.executor, self._store if fits else self._refuse, upload)
         self.pending[upload.prediction_id] = fut
-        fut.add_done_callback(lambda _f: self.pending.pop(upload.prediction_id, None))
+
+        def done(_f: asyncio.Future[None]) -> None:
+            self.pending.pop(upload.prediction_id, None)
+            self.pending_bytes -= held
+
+        fut.add_done_callback(done)
 
     def _refuse(self, up: Upload) -> None:
         self.metrics.not_kept.labels("backlog").inc()
@@ -190,14 +202,21 @@ async def detail(gw: Any, row: Any, base_url: str) -> PredictionDetail:
     return out.model_copy(update=fields)
 
 
+def _keep_route(protocol: str) -> str | None:
+    """The route name ``keep_mode`` knows a history row's protocol by, None for protocols that never keep an upload."""
+    if protocol.startswith("task:"):
+        return protocol[5:]
+    return "ws" if protocol == "ws" else None
+
+
 def _may_still_store(settings: Settings, row: Any) -> bool:
-    """Whether a recent successful task call is one whose input this gateway was asked to keep (an anonymous call's
-    never is: ``capture`` keeps nothing without an owner)."""
-    protocol = str(row.protocol or "")
-    if row.status != 200 or row.user_id is None or not protocol.startswith("task:") or not row.prediction_id:
+    """Whether a recent successful task call or WebSocket frame is one whose input this gateway was asked to keep (an
+    anonymous call's never is: ``capture`` keeps nothing without an owner); its store may run in a sibling worker."""
+    route = _keep_route(str(row.protocol or ""))
+    if row.status != 200 or row.user_id is None or route is None or not row.prediction_id:
         return False
     age = id_age_s(row.prediction_id, time.time() * 1000.0)
-    return age is not None and age < WAIT_S and keep_mode(settings, protocol[5:], row.model) == "input"
+    return age is not None and age < WAIT_S and keep_mode(settings, route, row.model) == "input"
 
 
 def store_of(gw: Any) -> InputStore | None:

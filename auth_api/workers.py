@@ -3,17 +3,22 @@
 The supervisor gives each worker its index, the worker count and a per-start directory (``var/gateway-workers/<pid>``)
 through the environment. Each worker answers its Prometheus exposition on a Unix socket there; ``/metrics`` on any
 worker reads every sibling's socket and merges the texts with a ``worker`` label, so one scrape sees all workers.
+A second socket per worker takes control requests (one JSON line in, one out) that must reach every worker, such as
+flushing a model's in-process prediction cache (``ask_siblings``).
 A single process (no supervisor) has none of this: its exposition is its own registry, unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import tempfile
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -23,6 +28,8 @@ ENV_INDEX = "MLSTACK_GATEWAY_WORKER_INDEX"
 ENV_COUNT = "MLSTACK_GATEWAY_WORKER_COUNT"
 ENV_DIR = "MLSTACK_GATEWAY_WORKER_DIR"
 SIBLING_TIMEOUT_S = 0.5
+CONTROL_TIMEOUT_S = 2.0  # a sibling's control answer (a flush of its in-process cache takes milliseconds)
+CONTROL_MAX_LINE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class WorkerInfo:
 
     def socket_path(self, index: int | None = None) -> Path:
         return self.directory / f"metrics-{self.index if index is None else index}.sock"
+
+    def control_path(self, index: int | None = None) -> Path:
+        return self.directory / f"control-{self.index if index is None else index}.sock"  # as long as metrics-N.sock
 
 
 # Linux caps a Unix socket path at 107 bytes; "metrics-NN.sock" must fit after the directory.
@@ -100,6 +110,57 @@ def own_exposition(info: WorkerInfo, registry: CollectorRegistry) -> bytes:
     pid = (f"# HELP gateway_worker_pid Process id of each gateway worker.\n# TYPE gateway_worker_pid gauge\n"
            f"gateway_worker_pid {os.getpid()}\n").encode()
     return generate_latest(registry) + pid
+
+
+ControlHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve_control(info: WorkerInfo, handlers: Mapping[str, ControlHandler]) -> asyncio.AbstractServer:
+    """Answer each request line ``{"op": ..., ...}`` on this worker's control socket with its handler's JSON answer
+    (``{"error": ...}`` for an unknown op or a failed handler). The folder is the owner's alone (0700)."""
+    path = info.control_path()
+    path.unlink(missing_ok=True)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                request = json.loads(await asyncio.wait_for(reader.readline(), CONTROL_TIMEOUT_S))
+                handler = handlers.get(str(request.get("op"))) if isinstance(request, dict) else None
+                reply = await handler(request) if handler is not None else {"error": "unknown_op"}
+            except Exception as exc:  # a bad line or a failed handler: the asking worker counts no answer
+                logger.warning("gateway worker %d: control request failed (%s)", info.index, type(exc).__name__)
+                reply = {"error": type(exc).__name__}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_unix_server(answer, path=str(path), limit=CONTROL_MAX_LINE)
+
+
+async def _ask(path: Path, line: bytes) -> dict[str, Any] | None:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=CONTROL_MAX_LINE),
+                                                CONTROL_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return None  # a worker being (re)started
+    try:
+        writer.write(line)
+        await writer.drain()
+        reply = json.loads(await asyncio.wait_for(reader.readline(), CONTROL_TIMEOUT_S))
+    except (OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        writer.close()
+    return reply if isinstance(reply, dict) and "error" not in reply else None
+
+
+async def ask_siblings(info: WorkerInfo, request: dict[str, Any]) -> dict[int, dict[str, Any] | None]:
+    """Every other worker's answer to ``request`` (None where a worker did not answer), asked at once."""
+    others = [i for i in range(info.count) if i != info.index]
+    line = json.dumps(request).encode() + b"\n"
+    answers = await asyncio.gather(*(_ask(info.control_path(i), line) for i in others))
+    return dict(zip(others, answers, strict=True))
 
 
 async def _sibling(path: Path) -> bytes | None:

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         None, description="Password for the first admin (MLSTACK_ADMIN_PASSWORD); a random one is logged once when unset."
     )
+    gateway_forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are trusted (JSON list of IPs or CIDRs, '*' = any). "
+                    "Empty (the default): those headers are ignored and the client address is the TCP peer's, so nobody can "
+                    "pick the IP that per-IP login throttles and anonymous rate limits see.")
     gateway_allow_registration: bool = Field(True, description="Allow self-registration (POST /api/v1/auth/register).")
     gateway_allow_anonymous: bool = Field(False, description="Allow inference without credentials.")
     gateway_metrics_token: SecretStr | None = Field(
@@ -122,7 +127,9 @@ class Settings(BaseSettings):
     gateway_access_token_ttl_s: int = Field(900, gt=0, description="Access token lifetime in seconds.")
     gateway_refresh_token_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
     gateway_password_hash_workers: int = Field(
-        1, ge=1, description="Threads hashing/verifying passwords (argon2, ~0.2 s CPU each); logins beyond it queue.")
+        1, ge=1, description="Password hashes/verifies (argon2, one thread and ~0.2 s CPU each) running at once on this host: "
+                             "every gateway process sharing var_dir takes the same slots (flock on var_dir/password-hashing-*.lock); "
+                             "logins beyond it queue.")
     gateway_login_lockout_max_s: float = Field(900.0, gt=0, description="Longest login lockout (s).")
     gateway_login_lockout_base_s: float = Field(1.0, gt=0, description="First login lockout (s); doubles with each further failure.")
     gateway_login_failure_window_s: float = Field(900.0, gt=0, description="A login failure run is forgotten after this quiet time (s).")
@@ -174,7 +181,7 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1, description="Answers larger than this (bytes) are never cached.")
     redis_url: str | None = Field(
         None, description="Redis URL (MLSTACK_REDIS_URL) for state shared by every gateway process (rate limits, login throttles, "
-        "revocations, the prediction cache); "
+        "revocations, the prediction cache, open WebSockets per user); "
         "unset: per process. Redis unreachable degrades to no shared state, never to failed requests.")
     smtp_url: SecretStr | None = Field(
         None, description="Where the gateway sends mail (MLSTACK_SMTP_URL): smtp://[user:password@]host[:port] (STARTTLS when the "
@@ -193,7 +200,10 @@ class Settings(BaseSettings):
     gateway_ws_max_in_flight: int = Field(2, ge=1, le=64, description="Frames of one WebSocket being predicted at once; one more "
                                           "waits, and a newer frame replaces the waiting one, which is dropped (the latest frame wins).")
     gateway_ws_max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest WebSocket message; larger -> close 1009.")
-    gateway_ws_max_connections_per_user: int = Field(8, ge=1, description="Open WebSockets per user or API key; more -> close 1008.")
+    gateway_ws_max_connections_per_user: int = Field(
+        8, ge=1, description="Open WebSockets per user (or client IP when anonymous); more -> close 1008. Counted for every "
+        "gateway process together in Redis when redis_url is set; without Redis (or while it is down) each process counts "
+        "its own, so gateway_workers processes allow up to gateway_workers x this.")
     gateway_ws_idle_timeout_s: float = Field(60.0, gt=0, description="A WebSocket with no client message for this long is closed (1001).")
     gateway_ws_auth_timeout_s: float = Field(
         5.0, gt=0, description="Time a WebSocket has to send its auth message when it came without credentials.")
@@ -225,6 +235,9 @@ class Settings(BaseSettings):
         "summary", description="What a prediction keeps: none (bare row), summary (outputs, input hash), input (summary + the upload).")
     storage_keep_by: dict[str, Literal["none", "summary", "input"]] = Field(
         default_factory=dict, description='Per model or task route, e.g. {"classify_image": "input"}; a model name wins over its route.')
+    storage_pending_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="Most upload bytes a gateway process holds while their stores are queued or "
+        "running; an input beyond it is not kept (history says not_kept, reason backlog), the prediction still succeeds.")
 
     # --- datasets (H1) ---
     dataset_max_bytes: int = Field(50 * 1024**2, gt=0, description="Largest dataset upload (bytes); larger -> 413. "

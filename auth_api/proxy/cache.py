@@ -142,6 +142,11 @@ def request_key(body: bytes, header_length: int | None, content_type: bytes | No
     return h.digest(), request_id
 
 
+def effective_policy(settings: Settings, on: bool | None, ttl_s: float | None) -> tuple[bool, float]:
+    """(cached?, ttl) of a model whose config says ``on``/``ttl_s`` (None: the gateway's settings decide)."""
+    return (settings.gateway_prediction_cache if on is None else on), (ttl_s or settings.gateway_prediction_cache_ttl_s)
+
+
 class _Local:
     def __init__(self, max_bytes: int) -> None:
         self.data: TLRUCache[tuple[str, str, str], tuple[Answer, float]] = TLRUCache(
@@ -228,9 +233,7 @@ class PredictionCache:
             if hit is not None and hit[1] == mtime:
                 on, ttl = hit[2], hit[3]
             else:
-                cfg_on, cfg_ttl = cache_policy(read_config(path))
-                on = self.settings.gateway_prediction_cache if cfg_on is None else cfg_on
-                ttl = cfg_ttl or self.settings.gateway_prediction_cache_ttl_s
+                on, ttl = effective_policy(self.settings, *cache_policy(read_config(path)))
         except Exception:  # an unreadable config caches nothing; the request itself reports the model's state
             mtime, on, ttl = -1, False, 0.0
         self._policies[name] = (now, mtime, on, ttl)
@@ -294,10 +297,15 @@ class PredictionCache:
         self._down_until = time.monotonic() + REDIS_BACKOFF_S
 
     # ---- management ----------------------------------------------------------------------------------------
-    async def flush(self, name: str) -> int:
-        """Drop every cached answer of ``name``; CacheUnavailable when the shared store cannot be reached."""
+    def forget(self, name: str) -> None:
+        """Re-read ``name``'s policy and live version at its next request (they changed)."""
         self._policies.pop(name, None)
         self._live.pop(name, None)
+
+    async def flush(self, name: str) -> int:
+        """Drop every cached answer of ``name`` in this process's store (Redis: every gateway's); CacheUnavailable when
+        the shared store cannot be reached. ``auth_api.proxy.cache_admin`` reaches the other workers too."""
+        self.forget(name)
         try:
             n = await self.store.flush(name)
         except Exception as exc:
@@ -327,22 +335,3 @@ def cache_of(extras: dict[str, Any]) -> PredictionCache | None:
     """The gateway's prediction cache (``Gateway.extras``), None before the lifespan opened it."""
     c = extras.get("prediction_cache")
     return c if isinstance(c, PredictionCache) else None
-
-
-async def flush_quietly(extras: dict[str, Any], name: str) -> None:
-    """Flush after a serving change; a store that is down only gets a warning (its entries expire by TTL)."""
-    cache = cache_of(extras)
-    if cache is None:
-        return
-    try:
-        await cache.flush(name)
-    except CacheUnavailable as exc:
-        logger.warning("prediction cache of %s not flushed: %s", name, exc)
-
-
-
-def flush_from_thread(extras: dict[str, Any], name: str) -> None:
-    """``flush_quietly`` from a sync route (the threadpool): the store belongs to the event loop."""
-    from anyio import from_thread
-
-    from_thread.run(flush_quietly, extras, name)

@@ -15,10 +15,10 @@ from auth_api.core.errors import Forbidden, RateLimited, Unauthorized
 from auth_api.proxy.authorize import authorize
 from auth_api.state import Gateway
 from auth_api.ws.connection import Connection
+from auth_api.ws.open_count import open_connections
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["stream"])
-OPEN_KEY = "ws_open"  # gw.extras: open connections per user
 
 
 @router.websocket("/ws")
@@ -43,12 +43,11 @@ async def stream(ws: WebSocket) -> None:
         await _refuse(ws, gw, exc.code, exc.message, "auth")
         return
     key = f"u:{principal.user_id}" if principal.user_id is not None else f"ip:{client_ip}"
-    open_by: dict[str, int] = gw.extras.setdefault(OPEN_KEY, {})
+    counter = open_connections(gw.extras, gw.settings.redis_url)  # every gateway process together with Redis
     limit = gw.settings.gateway_ws_max_connections_per_user
-    if open_by.get(key, 0) >= limit:
+    if not await counter.acquire(key, limit):
         await _refuse(ws, gw, "too_many_connections", f"at most {limit} open WebSockets per user", "too_many_connections")
         return
-    open_by[key] = open_by.get(key, 0) + 1
     gw.metrics.ws.connections.inc()
     try:
         conn = Connection(ws, gw, principal, authorization, api_key, client_ip)
@@ -56,9 +55,7 @@ async def stream(ws: WebSocket) -> None:
         await conn.serve()
     finally:
         gw.metrics.ws.connections.dec()
-        open_by[key] -= 1
-        if not open_by[key]:
-            del open_by[key]
+        await counter.release(key)
 
 
 async def _auth_message(ws: WebSocket, gw: Gateway) -> str | None:

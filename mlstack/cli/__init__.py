@@ -6,10 +6,11 @@ import logging
 
 import typer
 
-from mlstack.cli import bench, jobs, repo, stack, storage
+from mlstack.cli import bench, cache, jobs, repo, stack, storage
 
 app = typer.Typer(help="mlstack: model repository and serving stack.", no_args_is_help=True)
 repo.register(app)
+cache.register(app)
 stack.register(app)
 bench.register(app)
 storage.register(app)

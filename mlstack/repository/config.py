@@ -192,7 +192,7 @@ def cache_policy(cfg: ModelConfigT) -> tuple[bool | None, float | None]:
 def set_cache_policy(cfg: ModelConfigT, on: bool | None, ttl_s: float | None = None) -> None:
     """Write (or, with None, remove) the prediction-cache parameters of a config."""
     for key, value in ((CACHE_PARAM, None if on is None else ("true" if on else "false")),
-                       (CACHE_TTL_PARAM, None if ttl_s is None else f"{ttl_s:g}")):
+                       (CACHE_TTL_PARAM, None if ttl_s is None else f"{ttl_s:.15g}")):
         if value is None:
             if key in cfg.parameters:
                 del cfg.parameters[key]

@@ -232,3 +232,88 @@ def test_an_anonymous_call_keeps_nothing_and_its_row_answers_at_once(bento: Bent
                 assert row["status"] == 200 and row["user_id"] is None and row["input"] is None, row
                 assert took < 2.0, f"the lookup waited {took:.1f} s for an input nobody stores"
                 assert c.get("/api/v1/dashboard/stats").json()["storage"]["objects"] == 0
+
+
+def test_ws_and_task_rows_may_still_be_storing_and_other_rows_never(tmp_path: Path) -> None:
+    """Which history rows a lookup waits for (their store may run in a sibling worker): fresh, successful, owned task
+    calls and WebSocket frames whose route or model keeps the input; nothing else."""
+    from types import SimpleNamespace
+
+    from auth_api.journal import new_prediction_id
+    from auth_api.stored_inputs import _may_still_store
+    from mlstack.settings import Settings
+
+    s = Settings(var_dir=tmp_path, storage_keep_by={"digits-cnn": "input", "classify_image": "input"})
+
+    def row(**kw: object) -> object:
+        return SimpleNamespace(**{"prediction_id": new_prediction_id(), "status": 200, "user_id": 1, "protocol": "ws",
+                                  "model": "digits-cnn", **kw})
+
+    assert _may_still_store(s, row())  # a kept frame: the store may be running in the worker that had the socket
+    assert _may_still_store(s, row(protocol="task:classify_image", model="digits-keras"))
+    for other in (row(model="iris-svm"), row(status=400), row(user_id=None), row(protocol="http"), row(protocol="rest"),
+                  row(prediction_id=None)):
+        assert not _may_still_store(s, other), other
+
+
+def test_a_frame_whose_image_a_sibling_worker_is_storing_is_waited_for(tmp_path: Path) -> None:
+    """Two workers: one answered a WebSocket frame and is still storing its image; the history lookup lands on the other
+    (which has no future for it) and waits for the row rather than answering ``input: null``."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+    from sqlmodel import Session
+
+    from auth_api.journal import new_prediction_id
+    from auth_api.models import Prediction
+    from auth_api.stored_inputs import InputStore, StorageMetrics, Upload
+    from mlstack.storage import open_storage
+
+    image = _digit(9)
+    with fresh_database("sqlite", tmp_path) as url, \
+            run_gateway(gateway_settings(tmp_path, url, storage_keep_by={"digits-cnn": "input"})) as gw:
+        token = gw.create_user("streamer")
+        with gw.client(token) as c:
+            uid = c.get("/api/v1/auth/me").json()["id"]
+        pid = new_prediction_id()
+        with Session(gw.state.engine) as db:  # the row of the frame the sibling answered
+            db.add(Prediction(prediction_id=pid, user_id=uid, model="digits-cnn", version="1", protocol="ws", status=200,
+                              gateway_ms=1.0, upstream_ms=1.0))
+            db.commit()
+        sibling = InputStore(gw.settings, gw.state.engine, open_storage(gw.settings),
+                             StorageMetrics(CollectorRegistry(), gw.state.engine))
+        storing = threading.Timer(1.0, sibling._store, [Upload(pid, uid, image, "image/png")])  # a store still running
+        storing.start()
+        try:
+            row = _history(gw, token, pid)
+        finally:
+            storing.join()
+            sibling.executor.shutdown()
+        assert row["protocol"] == "ws" and row["input"] == "kept", row
+        assert httpx.get(row["input_url"]).content == image
+
+
+def test_uploads_beyond_the_pending_byte_bound_are_not_kept_as_backlog(bento: BentoFixture, tmp_path: Path) -> None:
+    """``storage_pending_max_bytes`` of 16 KiB: a 200-byte upload is kept, a 64 KiB one is not (reason backlog,
+    counted), and its prediction succeeds all the same."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    small = _digit(0)
+    out = io.BytesIO()  # noise does not compress: ~64 KiB of PNG
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8), mode="L").save(out, "PNG")
+    large = out.getvalue()
+    assert len(small) < 1024 and len(large) > 32 * 1024
+    with fresh_database("sqlite", tmp_path) as url:
+        settings = gateway_settings(tmp_path, url, repository=bento.repository, bento_host=bento.settings.bento_host,
+                                    bento_port=bento.settings.bento_port, storage_pending_max_bytes=16 * 1024, **KEEP)
+        with run_gateway(settings) as gw:
+            token = gw.create_user("bulky")
+            kept = _history(gw, token, _classify(gw, token, small))
+            assert kept["input"] == "kept" and kept["input_size"] == len(small), kept
+            refused = _history(gw, token, _classify(gw, token, large))
+            assert refused["status"] == 200 and refused["output_label"] is not None
+            assert refused["input"] == "not_kept" and refused["input_reason"] == "backlog" and refused["input_url"] is None
+            assert _metric(gw, 'gateway_inputs_not_kept_total{reason="backlog"}') == 1

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -293,3 +295,57 @@ def test_a_deep_var_dir_still_gets_unix_socket_paths_that_fit(tmp_path: Path) ->
     assert short == (tmp_path / "var").absolute() / "gateway-workers" / "4242"
     deep = workers.socket_directory(tmp_path / ("nested-" * 20) / "var", 4242)  # a bench report folder, say
     assert len(os.fsencode(deep / "metrics-99.sock")) <= 107 and str(deep).startswith(tempfile.gettempdir())
+
+
+def cache_hits(scrape: str, model: str) -> dict[str, float]:
+    """worker -> prediction-cache hits of ``model``."""
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^gateway_prediction_cache_hits_total\{(.*)\} (\S+)$', scrape, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("model") == model:
+            out[labels["worker"]] = float(m.group(2))
+    return out
+
+
+def test_a_cache_clear_and_a_promote_flush_every_worker(start: Any, triton: TritonFixture) -> None:
+    """In-process caches (no Redis): each worker holds its own copy of an answer; a clear through one worker and a
+    promote through the other leave no worker answering from its cache."""
+    from tests.fixtures.clones import clone_model, wait_ready
+
+    name = f"wk-cache-{secrets.token_hex(3)}"
+    clone_model(triton.repository, "iris-logreg", name, cache=True)
+    wait_ready(triton.server.http_url, name)
+    try:
+        w = start()
+        admin = {"Authorization": f"Bearer {w.token()}"}
+        path, row = f"/v2/models/{name}/infer", body(np.random.default_rng(7))  # the same request every time
+
+        def fill(before: dict[str, float]) -> dict[str, float]:
+            """Requests until each worker has answered from its cache (again)."""
+            for _ in range(100):  # a new connection each: the kernel spreads them over the workers
+                assert httpx.post(f"{w.url}{path}", json=row, headers=admin).status_code == 200
+                hits = cache_hits(w.scrape(), name)
+                if all(hits.get(i, 0) > before.get(i, 0) for i in ("0", "1")):
+                    return hits
+            raise AssertionError(f"both workers never answered from their caches: {cache_hits(w.scrape(), name)}")
+
+        hits = fill({})
+        c0, c1 = w.pinned("0", headers=admin), w.pinned("1", headers=admin)
+        with contextlib.closing(c0), contextlib.closing(c1):
+            policy = c1.get(f"/api/v1/models/{name}/cache").json()
+            assert policy["enabled"] is True and policy["hits"] == sum(hits.values()), (policy, hits)
+            assert policy["workers"] == policy["workers_counted"] == 2
+            cleared = c0.post(f"/api/v1/models/{name}/cache/clear")
+            assert cleared.status_code == 200, cleared.text
+            assert cleared.json() == {"name": name, "cleared": 2, "workers": 2, "workers_cleared": 2, "backend": "memory"}
+            for c in (c0, c1):
+                assert c.post(path, json=row).status_code == 200
+            assert cache_hits(w.scrape(), name) == hits, "a worker answered from a cache the clear should have emptied"
+            hits = fill(hits)
+            promoted = c1.post(f"/api/v1/models/{name}/versions/1/promote")  # a serving change through the other worker
+            assert promoted.status_code == 200, promoted.text
+            for c in (c0, c1):
+                assert c.post(path, json=row).status_code == 200
+            assert cache_hits(w.scrape(), name) == hits, "a worker answered from its cache after the promote"
+    finally:
+        shutil.rmtree(triton.repository / name, ignore_errors=True)

@@ -133,3 +133,74 @@ def test_client_that_does_not_read_is_closed(limited: RunningGateway) -> None:
     while "gateway_ws_connections 0.0" not in httpx.get(limited.url + "/metrics").text:
         assert time.monotonic() < deadline, "the slow client's connection was never released"
         time.sleep(0.1)
+
+
+WS_REDIS_URL = "redis://127.0.0.1:6379/12"  # a database of its own for the connection counts
+
+
+def test_connections_per_user_hold_for_two_gateways_sharing_redis(tmp_path: Path) -> None:
+    """Two gateway processes on one database and one Redis, a limit of 2: the user's third WebSocket is refused by
+    either gateway, and a close through one frees a place on the other."""
+    from tests.fixtures.redis import forget
+
+    forget(WS_REDIS_URL, "mlstack:ws:*")
+    common: dict[str, Any] = {"redis_url": WS_REDIS_URL, "jwt_secret": "one signing key for both gateways, 32+ bytes",
+                              "gateway_ws_max_connections_per_user": 2}
+    with fresh_database("sqlite", tmp_path) as url, \
+            run_gateway(gateway_settings(tmp_path / "a", url, **common)) as a, \
+            run_gateway(gateway_settings(tmp_path / "b", url, **common)) as b:
+        token = a.create_user("ws_shared")
+
+        def refused(gw: RunningGateway) -> bool:
+            with open_ws(gw, token) as ws:
+                first = recv(ws)
+                if first["type"] == "ready":
+                    return False
+                code, _ = close_code(ws)
+                return code == 1008 and first["error"]["code"] == "too_many_connections"
+
+        with open_ws(a, token) as one:
+            until(one, "ready")
+            with open_ws(b, token) as two:
+                until(two, "ready")
+                assert refused(a) and refused(b)  # per process this would have been 2 on each
+            deadline = time.monotonic() + 5  # two closed (on b): its place is free on a once b has seen the close
+            while refused(a):
+                assert time.monotonic() < deadline, "a close on one gateway never freed a place on the other"
+                time.sleep(0.1)
+    forget(WS_REDIS_URL, "mlstack:ws:*")
+
+
+def test_a_dead_processes_connections_stop_counting_and_redis_down_counts_locally() -> None:
+    """The counter itself against the real Redis: a process that vanishes without closing (kill -9) stops counting
+    once its liveness expires; with Redis unreachable each process enforces the limit on its own."""
+    import asyncio
+
+    from auth_api.ws.open_count import OpenConnections
+    from tests.fixtures.redis import forget
+    from tests.fixtures.triton import free_ports
+
+    forget(WS_REDIS_URL, "mlstack:ws:*")
+
+    async def run() -> None:
+        dead, alive = OpenConnections(WS_REDIS_URL, ttl_s=1.0), OpenConnections(WS_REDIS_URL, ttl_s=1.0)
+        assert await dead.acquire("u:1", 2) and await dead.acquire("u:1", 2)
+        assert not await alive.acquire("u:1", 2)
+        assert dead._heartbeat is not None
+        dead._heartbeat.cancel()  # killed: no heartbeat, no release, no goodbye
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await alive.acquire("u:1", 2):
+            assert asyncio.get_running_loop().time() < deadline, "a dead process's connections kept counting"
+            await asyncio.sleep(0.2)
+        await alive.release("u:1")
+        await alive.close()
+        await dead.client.aclose()
+        (port,) = free_ports(1)
+        down = OpenConnections(f"redis://127.0.0.1:{port}/0")
+        assert [await down.acquire("u:1", 2) for _ in range(3)] == [True, True, False]
+        await down.release("u:1")
+        assert await down.acquire("u:1", 2)
+        await down.close()
+
+    asyncio.run(run())
+    forget(WS_REDIS_URL, "mlstack:ws:*")

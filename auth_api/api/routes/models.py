@@ -16,7 +16,8 @@ from auth_api.deps import CurrentPrincipal, EngineerPrincipal, GatewayDep, UserP
 from auth_api.jobs.ownership import ensure_visible, may_manage, may_use, owner_of, shares_of
 from auth_api.model_stats import model_stats
 from auth_api.models import Message
-from auth_api.proxy.cache import CacheUnavailable, cache_of, flush_from_thread
+from auth_api.proxy.cache import cache_of
+from auth_api.proxy.cache_admin import flush_from_thread
 from auth_api.state import Gateway
 from mlstack.errors import MlstackError, ModelNotFound, PublishError
 from mlstack.repository import intake, serving
@@ -201,24 +202,6 @@ def _may_delete(gw: Gateway, p: Principal, name: str) -> None:
     ensure_visible(gw.extras, p, name)
     raise Forbidden("requires role 'admin' (or owning the model)", code="insufficient_role",
                     details={"required": "admin", "role": p.role})
-
-
-@router.post("/{name}/cache/clear")
-async def clear_cache(name: NamePath, p: EngineerPrincipal, gw: GatewayDep) -> dict[str, Any]:
-    """Drop every cached prediction of the model (every gateway's, when the cache is in Redis)."""
-    ensure_visible(gw.extras, p, name)
-    if not gw.catalog.versions(name):
-        raise ModelNotFound(name)
-    cache = cache_of(gw.extras)
-    if cache is None:
-        raise UpstreamUnavailable("the prediction cache is not running")
-    try:
-        n = await cache.flush(name)
-    except CacheUnavailable as exc:
-        raise UpstreamUnavailable("the prediction cache store cannot be reached; entries expire by their TTL",
-                                  code="cache_unavailable", details={"backend": cache.backend}) from exc
-    logger.info("%s cleared the prediction cache of %s (%d answers)", p.username, name, n)
-    return {"name": name, "cleared": n, "backend": cache.backend}
 
 
 @router.get("/{name}/stats")
