@@ -13,7 +13,6 @@ stays. Reference cycles are still collected.
 from __future__ import annotations
 
 import gc
-from typing import Any
 
 THRESHOLD = (10_000, 10, 10)
 
@@ -22,20 +21,7 @@ def configure() -> None:
     gc.set_threshold(*THRESHOLD)
 
 
-def freeze_after_startup(app: Any) -> Any:
-    """``app`` whose lifespan startup ends with a full collection and ``gc.freeze()`` of everything still alive."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            await app(scope, receive, send)
-            return
-
-        async def freezing_send(message: Any) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                gc.collect()
-                gc.freeze()
-            await send(message)
-
-        await app(scope, receive, freezing_send)
-
-    return wrapped
+def freeze() -> None:
+    """Collect once, then move everything still alive (the start-up heap) to the permanent generation."""
+    gc.collect()
+    gc.freeze()

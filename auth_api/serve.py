@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mlstack.settings import Settings, get_settings
@@ -69,10 +70,12 @@ def run_single(settings: Settings) -> None:
     app = create_app(settings)
     info = workers.current()
     gc_tuning.configure()
-    asgi = gc_tuning.freeze_after_startup(app if info is None else _listen_together(app, info))
-    config = uvicorn.Config(asgi, host=settings.gateway_host, port=settings.gateway_http_port, log_level="warning",
-                            access_log=False, http=CoalescingHttpToolsProtocol, timeout_graceful_shutdown=10,
-                            ws_max_size=ws_max_size(settings))
+    hooks: list[Callable[[], Awaitable[None]]] = []
+    if info is not None:
+        hooks.append(lambda: workers.started_together(info))
+    hooks.append(_sync_hook(gc_tuning.freeze))  # last: what the hooks leave alive is start-up heap too
+    config = uvicorn.Config(AfterStartup(app, hooks), host=settings.gateway_host, port=settings.gateway_http_port,
+                            http=CoalescingHttpToolsProtocol, timeout_graceful_shutdown=10, **uvicorn_options(settings))
     server = uvicorn.Server(config)
 
     async def main() -> None:
@@ -92,24 +95,47 @@ def run_single(settings: Settings) -> None:
     uvloop.run(main())
 
 
-def _listen_together(app: Any, info: Any) -> Any:
-    """``app`` whose lifespan startup completes only once every worker's has (so no worker serves alone at first:
-    a client that connects as soon as the port answers meets all N, not one busy with its siblings' startups)."""
-    from auth_api import workers
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What every gateway uvicorn runs with (``python -m auth_api`` and the tests' in-process gateway alike).
 
-    async def gated(scope: Any, receive: Any, send: Any) -> None:
+    ``interface="asgi3"`` because ``AfterStartup.__call__`` is a plain function returning the app's awaitable (uvicorn's
+    detection would take it for ASGI 2). Proxy headers only from the configured proxies: uvicorn's default trusts
+    X-Forwarded-For from 127.0.0.1, which let any local client choose its address, and its middleware was one more
+    coroutine per request.
+    """
+    allow = settings.gateway_forwarded_allow_ips
+    return {"interface": "asgi3", "log_level": "warning", "access_log": False, "ws_max_size": ws_max_size(settings),
+            "proxy_headers": bool(allow), "forwarded_allow_ips": allow or None}
+
+
+class AfterStartup:
+    """``app`` whose lifespan startup completes only after ``hooks`` ran: every worker's startup done (so no worker
+    serves alone at first: a client that connects as soon as the port answers meets all N), then the GC freeze.
+    Other scopes go straight to ``app``: ``__call__`` returns its awaitable, so a request pays no extra frame."""
+
+    def __init__(self, app: Any, hooks: list[Callable[[], Awaitable[None]]]):
+        self.app, self.hooks = app, hooks
+
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         if scope["type"] != "lifespan":
-            await app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)  # type: ignore[no-any-return]
+        return self._lifespan(scope, receive, send)
 
-        async def gated_send(message: Any) -> None:
+    async def _lifespan(self, scope: Any, receive: Any, send: Any) -> None:
+        async def hooked_send(message: Any) -> None:
             if message["type"] == "lifespan.startup.complete":
-                await workers.started_together(info)
+                for hook in self.hooks:
+                    await hook()
             await send(message)
 
-        await app(scope, receive, gated_send)
+        await self.app(scope, receive, hooked_send)
 
-    return gated
+
+def _sync_hook(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def hook() -> None:
+        fn()
+
+    return hook
 
 
 class Supervisor:

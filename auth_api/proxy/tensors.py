@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from mlstack.errors import MlstackError
 from mlstack.repository.config import ModelConfigT, dtype_name
 
@@ -193,9 +195,12 @@ def check_http(spec: ModelSpec, body: bytes, header_length: int | None, max_elem
                                          f"{len(body)} bytes")
     head = body if header_length is None else body[:header_length]
     try:
-        doc = _decode(head.decode())  # json.loads(bytes) would sniff the encoding first; v2 bodies are UTF-8
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
-        raise _reject("invalid_request", f"failed to parse the request JSON: {str(exc)[:200]}") from exc
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError:  # NaN/Infinity (which json takes and Triton refuses per value), or not JSON at all
+        try:
+            doc = _decode(head.decode())  # json.loads(bytes) would sniff the encoding first; v2 bodies are UTF-8
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+            raise _reject("invalid_request", f"failed to parse the request JSON: {str(exc)[:200]}") from exc
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
     if not isinstance(inputs, list):
         raise _reject("invalid_request", "the request JSON needs an 'inputs' list")

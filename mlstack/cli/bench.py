@@ -183,9 +183,39 @@ def _print_wrk(report: WrkReport) -> None:
     if report.history is not None:
         console.print(f"history rows (status 200): {report.history['rows']:,} for {report.history['successful_requests']:,} "
                       "successful gateway requests")
+    if report.scenario == "gateway":
+        for line in front_door_targets(report):
+            console.print(line)
     for note in report.notes:
         console.print(f"[yellow]warning:[/yellow] {note}")
     console.print(f"reports: {report.out_dir}")
+
+
+def front_door_targets(report: WrkReport) -> list[str]:
+    """The front door's targets against this run's figures, one line each ('met' / 'not met'); the CPU-budget reading of
+    what is not met is in docs/benchmarks.md."""
+    legs = report.legs()
+    gw, direct, base = legs.get("gateway"), legs.get("direct"), legs.get("baseline")
+    if gw is None:
+        return []
+    checks: list[tuple[str, float | None, float, bool]] = [  # (what, measured, target, lower is better)
+        ("gateway CPU ms/request", gw.cpu_ms.get("gateway"), 0.20, True),
+        ("ingester CPU ms/row", gw.cpu_ms.get("ingester"), 0.10, True)]
+    if direct is not None and direct.rps:
+        checks.append(("throughput ÷ direct Triton", gw.rps / direct.rps, 0.6, False))
+        if direct.p99_ms:
+            checks.append(("p99 ÷ direct Triton", gw.p99_ms / direct.p99_ms, 2.0, True))
+    if base is not None and base.rps:
+        checks.append(("throughput ÷ plain FastAPI", gw.rps / base.rps, 2.5, False))
+    if report.connections == 1:
+        checks.append(("p50 ms at c=1", gw.p50_ms, 1.5, True))
+    lines = []
+    for what, got, target, lower in checks:
+        if got is None:
+            continue
+        met = got <= target if lower else got >= target
+        lines.append(f"target {what} {'≤' if lower else '≥'} {target:g}: {got:.3g} — {'met' if met else 'not met'}")
+    return lines
 
 
 def _print(report: BenchReport) -> None:

@@ -36,6 +36,12 @@ def test_gateway_wrk_bench_reports_rps_latency_and_cpu_per_request_of_each_serve
                        "--out", str(tmp_path / "out"))
     assert code == 0, out
     assert "gateway vs direct Triton: rps ×" in out and "load average" in out
+    # the front door's targets are printed against this run's own figures, each marked met or not
+    targets = [line for line in out.splitlines() if line.startswith("target ")]
+    assert [t.split(":")[0] for t in targets] == [
+        "target gateway CPU ms/request ≤ 0.2", "target ingester CPU ms/row ≤ 0.1", "target throughput ÷ direct Triton ≥ 0.6",
+        "target p99 ÷ direct Triton ≤ 2", "target throughput ÷ plain FastAPI ≥ 2.5"], out
+    assert all(t.endswith((" — met", " — not met")) for t in targets), targets
     (run_dir,) = list((tmp_path / "out").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     legs = summary["legs"]

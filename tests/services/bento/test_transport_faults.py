@@ -21,7 +21,7 @@ from tests.services.bento.helpers import render_digit
 
 pytestmark = pytest.mark.slow
 CLIENTS = 32
-SECONDS = float(os.environ.get("MLSTACK_FAULT_TEST_SECONDS", "60"))
+SECONDS = float(os.environ.get("MLSTACK_FAULT_TEST_SECONDS", "30"))
 
 
 def _gateway_over(tmp_path: Path, db_url: str, triton: TritonFixture, bento_port: int):
