@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Engine, func, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, func, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
@@ -118,25 +118,19 @@ class InputStore:
         self.metrics.kept.inc()
 
     def _touch(self, ref: ObjectRef, now: datetime) -> None:
-        touch = update(StoredObject).where(col(StoredObject.key) == ref.key).values(touched_at=now)
-        with Session(self.engine) as db:
-            if db.connection().execute(touch).rowcount:
-                db.commit()
-                return
-            db.add(StoredObject(key=ref.key, owner_id=ref.owner, sha256=ref.sha256, content_type=ref.content_type,
-                                size=ref.size, created_at=now, touched_at=now))
-            try:
-                db.commit()
-            except IntegrityError:  # the same upload stored concurrently: its row is there now
-                db.rollback()
-                db.execute(touch)
-                db.commit()
+        # One statement (core, not an ORM session: a third of the store's CPU went to session bookkeeping): the object's
+        # row, or a fresher touched_at when the same bytes are stored already (or concurrently, by another call).
+        ins = _dialect_insert(self.engine)(StoredObject.__table__).values(  # type: ignore[attr-defined]
+            key=ref.key, owner_id=ref.owner, sha256=ref.sha256, content_type=ref.content_type, size=ref.size,
+            created_at=now, touched_at=now)
+        with self.engine.begin() as conn:
+            conn.execute(ins.on_conflict_do_update(index_elements=["key"], set_={"touched_at": now}))
 
     def _record(self, row: PredictionInput) -> None:
+        values = row.model_dump()
         try:
-            with Session(self.engine) as db:
-                db.add(row)
-                db.commit()
+            with self.engine.begin() as conn:
+                conn.execute(insert(PredictionInput.__table__).values(**values))  # type: ignore[attr-defined]
         except Exception:  # the database away: the row simply has no input (never a dangling one)
             logger.exception("could not record the input of %s", row.prediction_id)
 
@@ -174,6 +168,11 @@ def keep_mode(settings: Settings, route: str, model: str | None) -> str:
     """``none`` | ``summary`` | ``input`` for a call of ``route`` answered by ``model`` (a model's setting wins)."""
     by = settings.storage_keep_by
     return by.get(model or "") or by.get(route) or settings.storage_keep
+
+
+def _dialect_insert(engine: Engine) -> Any:
+    """The INSERT construct with ON CONFLICT of the engine's database (SQLite and PostgreSQL)."""
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
 def capture(gw: Any, prediction_id: str, owner: int | None, body: bytes, content_type: str) -> None:

@@ -31,7 +31,9 @@ class WsReport:
     dropped: int = 0
     errors: int = 0
     wrong: int = 0  # answered with a label other than the digit sent
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # send -> answer, on the client
+    server_ms: list[float] = field(default_factory=list)  # the answers' latency_ms: frame read -> answer sent, in the gateway
+    send_lag_ms: list[float] = field(default_factory=list)  # a frame's send done vs its schedule (the client or TCP behind)
     cpu_pct: dict[str, float] = field(default_factory=dict)
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -39,8 +41,9 @@ class WsReport:
     def answered_per_s(self) -> float:
         return self.answered / self.duration_s if self.duration_s else 0.0
 
-    def pct(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+    def pct(self, q: float, server: bool = False, lag: bool = False) -> float:
+        values = self.send_lag_ms if lag else self.server_ms if server else self.latencies_ms
+        return float(np.percentile(values, q)) if values else float("nan")
 
 
 async def _stream(url: str, token: str, model: str, fps: float, duration_s: float, report: WsReport) -> None:
@@ -57,6 +60,7 @@ async def _stream(url: str, token: str, model: str, fps: float, duration_s: floa
                 if msg["type"] == "prediction":
                     t0, label = sent_at.pop(msg["request_id"])
                     report.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+                    report.server_ms.append(float(msg.get("latency_ms") or 0.0))
                     report.answered += 1
                     report.wrong += msg.get("label") != str(label)
                 elif msg["type"] == "dropped":
@@ -72,6 +76,7 @@ async def _stream(url: str, token: str, model: str, fps: float, duration_s: floa
             label, b64 = frames[i % len(frames)]
             sent_at[i] = (now, label)
             await ws.send(json.dumps({"command": "predict", "model": model, "image": b64, "request_id": i}))
+            report.send_lag_ms.append((time.perf_counter() - (start + i * period)) * 1000.0)
             report.sent += 1
             i += 1
             await asyncio.sleep(max(0.0, start + i * period - time.perf_counter()))
@@ -101,10 +106,11 @@ def run(base: Settings, *, connections: int, fps: float, duration_s: float, mode
         token = servers.login(url, user, password)
         trees = {"triton": pids[0], "gateway": pids[1]}
         progress(f"{connections} connections x {fps:g} frames/s for {duration_s:g}s ({model})")
-        before, t0 = cpu.snapshot(trees), time.perf_counter()
+        before, t0, own = cpu.snapshot(trees), time.perf_counter(), time.process_time()
         asyncio.run(_drive(url.replace("http://", "ws://") + "/api/v1/ws", token, connections, fps, duration_s, model, report))
         wall = time.perf_counter() - t0
         after = cpu.snapshot(trees)
         report.cpu_pct = {k: (after[k] - before[k]) * 100.0 / wall for k in trees}
+        report.cpu_pct["client"] = (time.process_time() - own) * 100.0 / wall  # the load generator itself
         report.load_average = cpu.load_average()
     return report

@@ -28,6 +28,9 @@ def bench_ws(console: Console, *, connections: int, fps: float, duration_s: floa
     t.add_row(f"{connections * fps:g}", f"{r.answered_per_s:.1f}", f"{r.pct(50):.1f}", f"{r.pct(99):.1f}", str(r.dropped),
               str(r.errors), str(r.wrong), f"{r.cpu_pct.get('gateway', 0):.0f}%", f"{r.cpu_pct.get('triton', 0):.0f}%")
     console.print(t)
+    console.print(f"latency inside the gateway (frame read -> answer sent) p50 {r.pct(50, server=True):.1f} / "
+                  f"p99 {r.pct(99, server=True):.1f} ms; client send lag behind schedule p50 {r.pct(50, lag=True):.1f} / "
+                  f"p99 {r.pct(99, lag=True):.1f} ms; client CPU {r.cpu_pct.get('client', 0):.0f}%")
     console.print(f"sent {r.sent}, answered {r.answered}; BentoML is not on this path (0% CPU); "
                   f"load average {' '.join(f'{x:.2f}' for x in r.load_average)}")
     if r.sent and r.errors / r.sent > max_failure_ratio:

@@ -27,3 +27,7 @@ def test_bench_ws_streams_frames_and_reports_answers_latency_and_cpu(trained_rep
     assert m, out
     sent, answered = int(m.group(1)), int(m.group(2))
     assert sent >= 20 and answered == sent, out  # 10 frames/s offered is far below capacity: every frame answered
+    # where the time goes: inside the gateway (from the answers' own latency_ms) vs the client's schedule
+    inside = re.search(r"latency inside the gateway \(frame read -> answer sent\) p50 ([0-9.]+) / p99 ([0-9.]+) ms", out)
+    assert inside and 0 < float(inside.group(1)) <= float(inside.group(2)), out
+    assert re.search(r"client send lag behind schedule p50 [0-9.]+ / p99 [0-9.]+ ms; client CPU \d+%", out), out
