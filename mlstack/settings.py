@@ -234,7 +234,8 @@ class Settings(BaseSettings):
     storage_keep: Literal["none", "summary", "input"] = Field(
         "summary", description="What a prediction keeps: none (bare row), summary (outputs, input hash), input (summary + the upload).")
     storage_keep_by: dict[str, Literal["none", "summary", "input"]] = Field(
-        default_factory=dict, description='Per model or task route, e.g. {"classify_image": "input"}; a model name wins over its route.')
+        default_factory=dict, description='Per model or route, e.g. {"classify_image": "input"}; a model name wins over its route. '
+        'Routes: task names, "ws", and "http" (v2), "grpc", "rest" (/api/v1/predict), where "input" keeps the summary only.')
     storage_pending_max_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="Most upload bytes a gateway process holds while their stores are queued or "
         "running; an input beyond it is not kept (history says not_kept, reason backlog), the prediction still succeeds.")
